@@ -1,0 +1,333 @@
+//! Payload → [`Event`]: one pass of serde_json over the object, values kept as raw slices
+//! and unescaped only when they contain escapes.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::{json_str, Category, Event, Field, LogType, Value};
+
+/// What decoding needs besides the payload.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// Payloads larger than this are invalid (`too_large`).
+    pub max_event_bytes: usize,
+    /// The log type bound to the source topic (`[kafka.topic_log_types]`), used when the
+    /// event has no `logType`.
+    pub topic_log_type: Option<LogType>,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            max_event_bytes: 1 << 20,
+            topic_log_type: None,
+        }
+    }
+}
+
+/// Why a payload is not a valid event. `reason()` is the bounded metric / header label.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Invalid {
+    /// Larger than `kafka.max_event_bytes`.
+    #[error("event is {len} bytes; the limit is {max}")]
+    TooLarge { len: usize, max: usize },
+    /// Not UTF-8 JSON.
+    #[error("not valid JSON: {0}")]
+    NotJson(String),
+    /// Valid JSON, but not an object.
+    #[error("the JSON value is not an object")]
+    NotObject,
+    /// A known field has a type event.md does not allow.
+    #[error("field `{0}` has the wrong type")]
+    WrongType(&'static str),
+    /// No `logType` and the topic binds none.
+    #[error("`logType` is missing")]
+    MissingLogType,
+    /// `logType` is not detect, defense or usage.
+    #[error("unknown `logType` {0:?}")]
+    UnknownLogType(String),
+    /// No `category`.
+    #[error("`category` is missing")]
+    MissingCategory,
+    /// `category` is not one of the log type's categories.
+    #[error("unknown `category` {category:?} for logType {log_type}")]
+    UnknownCategory {
+        log_type: &'static str,
+        category: String,
+    },
+}
+
+impl Invalid {
+    /// The bounded label used in `events_invalid_total{reason}` and the dead-letter `reason` header.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Invalid::TooLarge { .. } => "too_large",
+            Invalid::NotJson(_) => "not_json",
+            Invalid::NotObject => "not_object",
+            Invalid::WrongType(_) => "wrong_type",
+            Invalid::MissingLogType => "missing_log_type",
+            Invalid::UnknownLogType(_) => "unknown_log_type",
+            Invalid::MissingCategory => "missing_category",
+            Invalid::UnknownCategory { .. } => "unknown_category",
+        }
+    }
+}
+
+/// Decodes and classifies one Kafka message value. `key` is the message key, taken as the
+/// group id when the event has no `groupId`.
+pub fn decode<'a>(
+    payload: &'a [u8],
+    key: Option<&'a [u8]>,
+    opts: &DecodeOptions,
+) -> Result<Event<'a>, Invalid> {
+    if payload.len() > opts.max_event_bytes {
+        return Err(Invalid::TooLarge {
+            len: payload.len(),
+            max: opts.max_event_bytes,
+        });
+    }
+    let first = payload.iter().copied().find(|b| !b.is_ascii_whitespace());
+    if first != Some(b'{') {
+        return Err(match serde_json::from_slice::<de::IgnoredAny>(payload) {
+            Ok(_) => Invalid::NotObject,
+            Err(e) => Invalid::NotJson(e.to_string()),
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let raw = de.deserialize_map(EventVisitor).map_err(|e| {
+        // The visitor reports type errors through a marker message; anything else is bad JSON.
+        let msg = e.to_string();
+        match msg
+            .strip_prefix(WRONG_TYPE)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            Some(name) => Invalid::WrongType(Field::from_name(name).map_or("?", Field::name)),
+            None => Invalid::NotJson(msg),
+        }
+    })?;
+    de.end().map_err(|e| Invalid::NotJson(e.to_string()))?;
+    classify(raw, key, opts)
+}
+
+const WRONG_TYPE: &str = "wrong-type:";
+
+fn classify<'a>(
+    mut ev: Event<'a>,
+    key: Option<&'a [u8]>,
+    opts: &DecodeOptions,
+) -> Result<Event<'a>, Invalid> {
+    let log_type = match ev.get(Field::LogType) {
+        Some(Value::Str(s)) => {
+            LogType::from_name(s).ok_or_else(|| Invalid::UnknownLogType(s.to_string()))?
+        }
+        Some(_) => return Err(Invalid::WrongType("logType")),
+        None => opts.topic_log_type.ok_or(Invalid::MissingLogType)?,
+    };
+    let category = match ev.get(Field::Category) {
+        Some(Value::Str(s)) => {
+            Category::for_log_type(log_type, s).ok_or_else(|| Invalid::UnknownCategory {
+                log_type: log_type.name(),
+                category: s.to_string(),
+            })?
+        }
+        Some(_) => return Err(Invalid::WrongType("category")),
+        None => return Err(Invalid::MissingCategory),
+    };
+    match ev.get(Field::RegisterDate) {
+        None | Some(Value::Str(_)) | Some(Value::Num(_)) => {}
+        Some(_) => return Err(Invalid::WrongType("registerDate")),
+    }
+    ev.log_type = log_type;
+    ev.category = category;
+    if ev.get(Field::GroupId).is_none() {
+        if let Some(k) = key
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .filter(|k| !k.is_empty())
+        {
+            ev.set(Field::GroupId, Some(Value::Str(Cow::Borrowed(k))));
+        }
+    }
+    Ok(ev)
+}
+
+struct EventVisitor;
+
+impl<'de> Visitor<'de> for EventVisitor {
+    type Value = Event<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event<'de>, A::Error> {
+        // Classification is filled in by `classify` once every field is known.
+        let mut ev = Event::new(LogType::Detect, Category::Host);
+        while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            let known = Field::from_name(&name);
+            let value = match parse_value(raw.get()) {
+                Some(v) => v,
+                None => continue, // null
+            };
+            match (known, value) {
+                (Some(f), Value::Raw(_)) => {
+                    return Err(de::Error::custom(format_args!("{WRONG_TYPE}{} ", f.name())))
+                }
+                (Some(f), v) => ev.set(f, Some(v)),
+                (None, v) => ev.push_extra(name, v),
+            }
+        }
+        Ok(ev)
+    }
+}
+
+/// Turns one raw JSON value into a [`Value`]; `None` for null.
+fn parse_value(raw: &str) -> Option<Value<'_>> {
+    match raw.as_bytes().first()? {
+        b'"' => json_str::unescape(raw).map(Value::Str),
+        b'n' => None,
+        b't' => Some(Value::Bool(true)),
+        b'f' => Some(Value::Bool(false)),
+        b'{' | b'[' => Some(Value::Raw(raw)),
+        _ => Some(Value::Num(raw)),
+    }
+}
+
+/// A map key that borrows from the payload when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(s: &str) -> Result<Event<'_>, Invalid> {
+        decode(s.as_bytes(), None, &DecodeOptions::default())
+    }
+
+    #[test]
+    fn decodes_the_event_md_example() {
+        let ev = dec(r#"{"logType":"detect","category":"web","groupId":"acme","eventId":"e-0001",
+            "registerDate":"2022-06-16T12:28:29+09:00","serverIp":"172.16.12.40","filterRiskLevel":4,
+            "logBlocked":"0","custom":{"a":1}}"#)
+        .unwrap();
+        assert_eq!((ev.log_type, ev.category), (LogType::Detect, Category::Web));
+        assert_eq!(ev.text(Field::ServerIp), Some("172.16.12.40"));
+        assert_eq!(ev.get(Field::FilterRiskLevel), Some(&Value::Num("4")));
+        assert_eq!(ev.get_by_name("custom"), Some(&Value::Raw(r#"{"a":1}"#)));
+        assert_eq!(ev.group(), Some("acme"));
+    }
+
+    #[test]
+    fn missing_means_absent_null_or_empty() {
+        let ev = dec(r#"{"logType":"detect","category":"web","serverIp":"","serverName":null}"#)
+            .unwrap();
+        assert_eq!(ev.get(Field::ServerIp), None);
+        assert_eq!(ev.get(Field::ServerName), None);
+        assert_eq!(ev.service_name(), "웹");
+        assert_eq!(ev.event_name(), "탐지");
+    }
+
+    #[test]
+    fn reasons() {
+        let r = |s: &str| dec(s).unwrap_err().reason();
+        assert_eq!(r("{not json"), "not_json");
+        assert_eq!(r("[1,2]"), "not_object");
+        assert_eq!(r(r#""text""#), "not_object");
+        assert_eq!(r(""), "not_json");
+        assert_eq!(r(r#"{"category":"web"}"#), "missing_log_type");
+        assert_eq!(
+            r(r#"{"logType":"alert","category":"web"}"#),
+            "unknown_log_type"
+        );
+        assert_eq!(
+            r(r#"{"logType":"usage","category":"web"}"#),
+            "unknown_category"
+        );
+        assert_eq!(r(r#"{"logType":"detect"}"#), "missing_category");
+        assert_eq!(r(r#"{"logType":7,"category":"web"}"#), "wrong_type");
+        assert_eq!(
+            r(r#"{"logType":"detect","category":"web","serverIp":{"x":1}}"#),
+            "wrong_type"
+        );
+        assert_eq!(
+            r(r#"{"logType":"detect","category":"web","registerDate":true}"#),
+            "wrong_type"
+        );
+        assert_eq!(
+            r(r#"{"logType":"detect","category":"web"} trailing"#),
+            "not_json"
+        );
+        let big = format!(
+            r#"{{"logType":"detect","category":"web","logOrigin":"{}"}}"#,
+            "x".repeat(100)
+        );
+        let opts = DecodeOptions {
+            max_event_bytes: 64,
+            topic_log_type: None,
+        };
+        assert_eq!(
+            decode(big.as_bytes(), None, &opts).unwrap_err().reason(),
+            "too_large"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let e = dec(r#"{"logType":"detect","category":"web","serverIp":[1]}"#).unwrap_err();
+        assert_eq!(e, Invalid::WrongType("serverIp"));
+    }
+
+    #[test]
+    fn topic_binding_and_key_fallback() {
+        let opts = DecodeOptions {
+            topic_log_type: Some(LogType::Defense),
+            ..Default::default()
+        };
+        let ev = decode(br#"{"category":"waf"}"#, Some(b"acme"), &opts).unwrap();
+        assert_eq!(
+            (ev.log_type, ev.category),
+            (LogType::Defense, Category::Waf)
+        );
+        assert_eq!(ev.group(), Some("acme"));
+    }
+
+    #[test]
+    fn lone_surrogate_is_replaced_not_rejected() {
+        let ev = dec(r#"{"logType":"detect","category":"web","filterName":"a\ud800b"}"#).unwrap();
+        assert_eq!(ev.text(Field::FilterName), Some("a\u{FFFD}b"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!(
+            r#"{{"logType":"detect","category":"web","x":{}1{}}}"#,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        // serde_json skips RawValues iteratively: no stack overflow, the value is kept raw.
+        let ev = dec(&deep).expect("deep unknown field is kept");
+        assert!(matches!(ev.get_by_name("x"), Some(Value::Raw(r)) if r.len() == 10_001));
+    }
+}

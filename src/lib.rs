@@ -1,0 +1,22 @@
+//! plura-forwarder: Kafka → classify → route → render → syslog/CEF over UDP, TCP or TLS.
+//!
+//! # Layout
+//! Data flows one way through one module per stage:
+//! - [`source`]: the Kafka consumer group; offsets stored from [`ack`] watermarks.
+//! - [`event`]: payload → classified [`event::Event`] (borrowing), or an invalid reason.
+//! - [`route`]: which destinations want an event (kind, group, selections, filters).
+//! - [`render`]: an event → the exact wire bytes for one destination's settings.
+//! - [`sink`]: batched UDP/TCP writers with reconnect and acknowledged-byte tracking.
+//! - [`pipeline`]: wires the stages, the dead-letter producer and shutdown.
+//! - [`config`], [`metrics`], [`admin`]: configuration, Prometheus names, the HTTP listener.
+
+pub mod ack;
+pub mod admin;
+pub mod config;
+pub mod event;
+pub mod metrics;
+pub mod pipeline;
+pub mod render;
+pub mod route;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,3 @@
+//! Render stage: a routed [`crate::event::Event`] → the exact bytes one destination sends.
+
+pub mod settings;
