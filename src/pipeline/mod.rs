@@ -1,1 +1,254 @@
-//! (being built)
+//! Pipeline: one Kafka message in, frames out to every destination that wants the event.
+//!
+//! decode → route → render once per distinct settings → the same `Bytes` to each destination.
+//! Every (event, destination) pair owes one [`Ack`]; the event's offset is stored only when all
+//! are done. Invalid events and messages a destination cannot take go to the dead-letter topic.
+
+pub mod dead_letter;
+mod run;
+
+pub use dead_letter::{DeadLetter, Origin};
+pub use run::{run, RunOptions};
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::ack::{Ack, PartitionTracker};
+use crate::event::{decode, DecodeOptions};
+use crate::metrics as m;
+use crate::render::{RenderContext, Rendered, Renderer};
+use crate::route::{Decision, Router};
+use crate::sink::{Frame, SinkHandle};
+use crate::throttle::Throttle;
+
+/// One Kafka message as the pipeline sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// Source topic.
+    pub topic: &'a str,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Message key (the group id by convention).
+    pub key: Option<&'a [u8]>,
+    /// Message value; `None` for a tombstone.
+    pub payload: Option<&'a [u8]>,
+    /// Kafka timestamp, ms since the epoch.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A destination as the pipeline drives it.
+pub struct Destination {
+    /// Name (metric label).
+    pub name: String,
+    /// Index into the pipeline's distinct renderers.
+    renderer: usize,
+    /// The sink task.
+    pub sink: SinkHandle,
+}
+
+/// Decode options per topic, resolved once.
+#[derive(Debug, Clone)]
+pub struct TopicOptions {
+    /// Topic → its bound log type, if any.
+    pub bound: Vec<(String, crate::event::LogType)>,
+    /// `kafka.max_event_bytes`.
+    pub max_event_bytes: usize,
+}
+
+impl TopicOptions {
+    fn for_topic(&self, topic: &str) -> DecodeOptions {
+        DecodeOptions {
+            max_event_bytes: self.max_event_bytes,
+            topic_log_type: self.bound.iter().find(|(t, _)| t == topic).map(|(_, l)| *l),
+        }
+    }
+}
+
+/// The routing and rendering state of a running forwarder.
+pub struct Pipeline {
+    router: Router,
+    renderers: Vec<Renderer>,
+    destinations: Vec<Destination>,
+    dead_letter: DeadLetter,
+    topics: TopicOptions,
+    // Reused per event so that the steady state allocates nothing here.
+    decisions: Vec<Decision>,
+    frames: Vec<Option<(Rendered, Bytes)>>,
+    acks: Vec<Ack>,
+    buf: BytesMut,
+    throttle: Throttle,
+}
+
+/// What happened to one message (for tests and the demo's summary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Decoded; `routed` destinations took it.
+    Routed {
+        /// Destinations that got a frame (or a dead letter for an oversize frame).
+        routed: usize,
+    },
+    /// Not a valid event; dead-lettered with this reason.
+    Invalid(&'static str),
+}
+
+impl Pipeline {
+    /// Builds the pipeline. `destinations` pairs each configured destination (in router order)
+    /// with its rendering settings and running sink.
+    pub fn new(
+        router: Router,
+        destinations: Vec<(crate::render::RenderSettings, SinkHandle)>,
+        dead_letter: DeadLetter,
+        topics: TopicOptions,
+    ) -> Self {
+        let mut renderers: Vec<Renderer> = Vec::new();
+        let mut dests = Vec::with_capacity(destinations.len());
+        for (settings, sink) in destinations {
+            // Equal settings render equal bytes: render once, share the frame.
+            let idx = match renderers.iter().position(|r| *r.settings() == settings) {
+                Some(i) => i,
+                None => {
+                    renderers.push(Renderer::new(settings));
+                    renderers.len() - 1
+                }
+            };
+            dests.push(Destination { name: sink.name().to_owned(), renderer: idx, sink });
+        }
+        let n = dests.len();
+        Pipeline {
+            router,
+            frames: vec![None; renderers.len()],
+            renderers,
+            destinations: dests,
+            dead_letter,
+            topics,
+            decisions: Vec::with_capacity(n),
+            acks: Vec::with_capacity(n),
+            buf: BytesMut::with_capacity(64 * 1024),
+            throttle: Throttle::new(Duration::from_secs(60)),
+        }
+    }
+
+    /// The destinations, in config order.
+    pub fn destinations(&self) -> &[Destination] {
+        &self.destinations
+    }
+
+    /// Number of distinct renderers (distinct settings).
+    pub fn renderer_count(&self) -> usize {
+        self.renderers.len()
+    }
+
+    /// Handles one message: waits while a destination's queue is full (backpressure).
+    pub async fn handle(&mut self, input: Input<'_>, tracker: &Arc<PartitionTracker>) -> Handled {
+        metrics::counter!(m::EVENTS_CONSUMED_TOTAL, "topic" => input.topic.to_owned()).increment(1);
+        let payload = input.payload.unwrap_or_default();
+        let origin = Origin { topic: input.topic, partition: input.partition, offset: input.offset };
+        let opts = self.topics.for_topic(input.topic);
+        let mut event = match decode(payload, input.key, &opts) {
+            Ok(ev) => ev,
+            Err(invalid) => {
+                let reason = invalid.reason();
+                metrics::counter!(m::EVENTS_INVALID_TOTAL, "reason" => reason).increment(1);
+                if let Some(skipped) = self.throttle.allow(reason) {
+                    tracing::warn!(
+                        topic = input.topic, partition = input.partition, offset = input.offset,
+                        reason, error = %invalid, suppressed = skipped,
+                        "Invalid event; sent to the dead-letter topic."
+                    );
+                }
+                tracker.dispatch_into(input.offset, 1, &mut self.acks);
+                if let Some(ack) = self.acks.pop() {
+                    self.dead_letter.send(payload, input.key, reason, origin, None, ack);
+                }
+                return Handled::Invalid(reason);
+            }
+        };
+        event.kafka_timestamp_ms = input.timestamp_ms;
+        self.router.route(&event, &mut self.decisions);
+        let routed = self.decisions.iter().filter(|d| **d == Decision::Routed).count();
+        // Acks are taken before anything is sent so that the watermark cannot pass this event.
+        tracker.dispatch_into(input.offset, routed as u32, &mut self.acks);
+        let ctx = RenderContext { now_us: now_us() };
+        self.frames.iter_mut().for_each(|f| *f = None);
+        for (i, decision) in self.decisions.iter().enumerate() {
+            let dest = &self.destinations[i];
+            match decision {
+                Decision::OutOfScope => continue,
+                Decision::Filtered => {
+                    metrics::counter!(m::EVENTS_FILTERED_TOTAL, "destination" => dest.name.clone())
+                        .increment(1);
+                    continue;
+                }
+                Decision::Routed => {}
+            }
+            let Some(ack) = self.acks.pop() else { break };
+            metrics::counter!(m::EVENTS_ROUTED_TOTAL, "destination" => dest.name.clone()).increment(1);
+            let (outcome, bytes) = self.frames[dest.renderer]
+                .get_or_insert_with(|| {
+                    if self.buf.capacity() < 16 * 1024 {
+                        self.buf.reserve(64 * 1024);
+                    }
+                    let outcome = self.renderers[dest.renderer].render(&event, &ctx, &mut self.buf);
+                    (outcome, self.buf.split().freeze())
+                })
+                .clone();
+            match outcome {
+                Rendered::Oversize => {
+                    metrics::counter!(m::EVENTS_DROPPED_TOTAL, "destination" => dest.name.clone(), "reason" => "oversize")
+                        .increment(1);
+                    self.dead_letter.send(payload, input.key, "oversize", origin, Some(&dest.name), ack);
+                }
+                Rendered::Ok | Rendered::Truncated => {
+                    if outcome == Rendered::Truncated {
+                        metrics::counter!(m::EVENTS_TRUNCATED_TOTAL, "destination" => dest.name.clone())
+                            .increment(1);
+                    }
+                    let frame = Frame { bytes, ack, event_time_ms: input.timestamp_ms };
+                    if let Err(frame) = dest.sink.send(frame).await {
+                        // The sink task is gone: its ack is dropped, so the offset never commits
+                        // past this event and it is redelivered after a restart.
+                        if self.throttle.allow("sink_gone").is_some() {
+                            tracing::error!(destination = %dest.name, "Destination task has stopped; events stay uncommitted.");
+                        }
+                        drop(frame);
+                    }
+                }
+            }
+        }
+        Handled::Routed { routed }
+    }
+
+    /// Stops every destination, flushing and waiting for acknowledgement up to `grace`,
+    /// then waits for dead letters in flight.
+    pub async fn close(self, grace: Duration) {
+        let closes = self.destinations.into_iter().map(|d| d.sink.close(grace));
+        for report in futures_join_all(closes).await {
+            tracing::debug!(?report, "Destination closed.");
+        }
+        self.dead_letter.close(grace).await;
+    }
+}
+
+async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}

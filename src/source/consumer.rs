@@ -1,0 +1,266 @@
+//! The consumer, its rebalance context and the per-partition trackers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use crate::ack::{OffsetStore, PartitionTracker};
+use crate::metrics as m;
+
+/// The consumer type used everywhere.
+pub type KafkaConsumer = StreamConsumer<SourceContext>;
+
+/// A Kafka client error with what we were doing.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Creating the consumer or producer failed (bad property, unknown broker syntax, …).
+    #[error("creating the Kafka {what}: {source}")]
+    Create {
+        /// consumer or producer.
+        what: &'static str,
+        /// The client's error.
+        source: KafkaError,
+    },
+    /// Subscribing failed.
+    #[error("subscribing to {topics:?}: {source}")]
+    Subscribe {
+        /// Topics.
+        topics: Vec<String>,
+        /// The client's error.
+        source: KafkaError,
+    },
+}
+
+/// The trackers of the partitions this instance owns, replaced on every rebalance.
+#[derive(Default)]
+pub struct Trackers {
+    map: Mutex<HashMap<(String, i32), Arc<PartitionTracker>>>,
+    generation: AtomicU64,
+    store: OnceLock<Arc<dyn OffsetStore>>,
+    /// Set once the first assignment arrived (the consumer joined its group).
+    joined: AtomicBool,
+}
+
+impl Trackers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<PartitionTracker>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes whenever the assignment changes; callers caching a tracker re-fetch then.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether the consumer has received an assignment.
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
+    }
+
+    /// The tracker for a partition, created when a message arrives before the assign callback
+    /// was seen.
+    pub fn get(&self, topic: &str, partition: i32) -> Arc<PartitionTracker> {
+        let mut map = self.lock();
+        if let Some(t) = map.get(&(topic.to_owned(), partition)) {
+            return Arc::clone(t);
+        }
+        let store = self.store.get().cloned().unwrap_or_else(|| Arc::new(crate::ack::NoStore));
+        let t = PartitionTracker::new(topic, partition, store);
+        map.insert((topic.to_owned(), partition), Arc::clone(&t));
+        t
+    }
+
+    /// Every owned partition's tracker.
+    pub fn all(&self) -> Vec<Arc<PartitionTracker>> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn assign(&self, tpl: &TopicPartitionList) {
+        for e in tpl.elements() {
+            self.get(e.topic(), e.partition());
+        }
+        self.joined.store(true, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn revoke(&self, tpl: &TopicPartitionList) {
+        let mut map = self.lock();
+        for e in tpl.elements() {
+            if let Some(t) = map.remove(&(e.topic().to_owned(), e.partition())) {
+                t.close();
+            }
+        }
+        drop(map);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The consumer context: keeps [`Trackers`] in step with the assignment and counts commits.
+pub struct SourceContext {
+    trackers: Arc<Trackers>,
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", fac, "{log_message}")
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            L::Notice | L::Info => tracing::info!(target: "librdkafka", fac, "{log_message}"),
+            L::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, reason, "Kafka client error.");
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            tracing::info!(partitions = tpl.count(), "Partitions revoked; committing what is finished.");
+            // Commit what is finished before the partitions go to another member. Whatever is
+            // still in flight is redelivered to the new owner (at least once).
+            if !consumer.assignment_lost() {
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    if !is_no_offset_error(&e) {
+                        tracing::warn!(error = %e, "Commit on revoke failed.");
+                    }
+                }
+            }
+            self.trackers.revoke(tpl);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "Partitions assigned.");
+                self.trackers.assign(tpl);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "Rebalance error."),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => metrics::counter!(m::OFFSETS_COMMITTED_TOTAL).increment(1),
+            Err(e) if is_no_offset_error(&e) => {}
+            Err(e) => tracing::warn!(error = %e, "Offset commit failed."),
+        }
+    }
+}
+
+/// `true` for "nothing to commit", which is not an error for us.
+pub fn is_no_offset_error(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)
+    )
+}
+
+/// Stores watermarks into the consumer's offset store (librdkafka stores `offset + 1`).
+struct ConsumerStore(OnceLock<Weak<KafkaConsumer>>);
+
+impl OffsetStore for ConsumerStore {
+    fn store(&self, topic: &str, partition: i32, offset: i64) {
+        let Some(consumer) = self.0.get().and_then(Weak::upgrade) else { return };
+        if let Err(e) = consumer.store_offset(topic, partition, offset) {
+            // A revoked partition refuses stores; its events are redelivered to the new owner.
+            tracing::debug!(topic, partition, offset, error = %e, "Offset store refused.");
+        }
+    }
+}
+
+/// Consumer defaults (performance.md, delivery.md), then the user's properties, then the
+/// settings at-least-once depends on, which a property cannot override.
+pub fn consumer_config(
+    brokers: &str,
+    group_id: &str,
+    commit_interval_ms: u64,
+    properties: &BTreeMap<String, String>,
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("auto.offset.reset", "earliest")
+        // librdkafka ≥ 2.1 defaults to 1000 ms: a 2.6× slowdown whenever we fall behind.
+        .set("fetch.queue.backoff.ms", "10")
+        .set("enable.partition.eof", "false");
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    for (k, v) in [
+        ("enable.auto.commit", "true".to_owned()),
+        ("enable.auto.offset.store", "false".to_owned()),
+        ("auto.commit.interval.ms", commit_interval_ms.to_string()),
+    ] {
+        if properties.contains_key(k) {
+            tracing::warn!(property = k, "kafka.properties cannot override {k}; at-least-once depends on it.");
+        }
+        c.set(k, v);
+    }
+    c
+}
+
+/// The consumer with its trackers, subscribed to `topics`.
+pub struct KafkaSource {
+    /// The consumer.
+    pub consumer: Arc<KafkaConsumer>,
+    /// Its partitions' trackers.
+    pub trackers: Arc<Trackers>,
+}
+
+/// Creates and subscribes the consumer.
+///
+/// # Errors
+/// When librdkafka refuses the configuration or the subscription.
+pub fn build_consumer(config: &ClientConfig, topics: &[String]) -> Result<KafkaSource, SourceError> {
+    let trackers = Arc::new(Trackers::default());
+    let store = Arc::new(ConsumerStore(OnceLock::new()));
+    let _ = trackers.store.set(store.clone());
+    let consumer: KafkaConsumer = config
+        .create_with_context(SourceContext { trackers: Arc::clone(&trackers) })
+        .map_err(|source| SourceError::Create { what: "consumer", source })?;
+    let consumer = Arc::new(consumer);
+    let _ = store.0.set(Arc::downgrade(&consumer));
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&names)
+        .map_err(|source| SourceError::Subscribe { topics: topics.to_vec(), source })?;
+    Ok(KafkaSource { consumer, trackers })
+}
+
+/// The producer for dead letters (and later retry topics): acks from all in-sync replicas.
+///
+/// # Errors
+/// When librdkafka refuses the configuration.
+pub fn build_producer(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+) -> Result<FutureProducer, SourceError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers).set("acks", "all").set("linger.ms", "5");
+    for (k, v) in properties.iter().filter(|(k, _)| is_shared_property(k)) {
+        c.set(k, v);
+    }
+    c.create().map_err(|source| SourceError::Create { what: "producer", source })
+}
+
+/// Properties that apply to producers too (security and connection settings), so that the
+/// producer does not warn about consumer-only keys.
+fn is_shared_property(k: &str) -> bool {
+    ["security.", "sasl.", "ssl.", "client.", "socket.", "broker.", "metadata.", "api.", "reconnect."]
+        .iter()
+        .any(|p| k.starts_with(p))
+}
