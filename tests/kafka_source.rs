@@ -1,0 +1,100 @@
+//! The Kafka source against librdkafka's mock cluster: watermarks become committed offsets,
+//! and the committed offset is exactly where the next consumer starts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use plura_forwarder::source::{build_consumer, consumer_config, embedded::EmbeddedKafka};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset};
+
+async fn produce(bootstrap: &str, topic: &str, n: usize) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    for i in 0..n {
+        let payload = format!("{{\"i\":{i}}}");
+        let key = format!("k{}", i % 7);
+        p.send(
+            FutureRecord::to(topic).payload(&payload).key(&key),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("produce");
+    }
+}
+
+fn props() -> BTreeMap<String, String> {
+    BTreeMap::from([("session.timeout.ms".to_owned(), "6000".to_owned())])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_events_are_committed_and_the_next_run_starts_after_them() {
+    let kafka = EmbeddedKafka::start(&[("src", 2)]).expect("mock cluster");
+    let bootstrap = kafka.bootstrap_servers();
+    produce(&bootstrap, "src", 100).await;
+
+    let cfg = consumer_config(&bootstrap, "g1", 100, &props());
+    let src = build_consumer(&cfg, &["src".to_owned()]).expect("consumer");
+    let mut seen = 0;
+    let mut held = Vec::new();
+    while seen < 100 {
+        let msg = tokio::time::timeout(Duration::from_secs(20), src.consumer.recv())
+            .await
+            .expect("message within 20 s")
+            .expect("no consume error");
+        let tracker = src.trackers.get(msg.topic(), msg.partition());
+        let mut acks = tracker.dispatch(msg.offset(), 1);
+        // Hold back the acks of partition 1's offsets >= 10: its watermark must stop at 9.
+        if msg.partition() == 1 && msg.offset() >= 10 {
+            held.append(&mut acks);
+        }
+        acks.into_iter().for_each(|a| a.done());
+        seen += 1;
+    }
+    src.consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("commit");
+    let committed = src
+        .consumer
+        .committed(Duration::from_secs(5))
+        .expect("committed");
+    let c0 = committed.find_partition("src", 0).expect("p0").offset();
+    let c1 = committed.find_partition("src", 1).expect("p1").offset();
+    let t0 = src.trackers.get("src", 0).done_upto().expect("p0 done");
+    // librdkafka stores offset + 1: the next offset to read.
+    assert_eq!(c0, Offset::Offset(t0 + 1));
+    assert_eq!(
+        c1,
+        Offset::Offset(10),
+        "partition 1 stops before the first unfinished event"
+    );
+    drop(held);
+    src.consumer.unsubscribe();
+    // A partition list can hold references into the client, and librdkafka's destroy waits
+    // for them: it must go before the consumer does.
+    drop(committed);
+    drop(src);
+
+    // A new member of the same group resumes exactly at the committed offsets.
+    let src2 = build_consumer(&cfg, &["src".to_owned()]).expect("consumer 2");
+    let mut first = BTreeMap::new();
+    while first.len() < 1 {
+        let msg = tokio::time::timeout(Duration::from_secs(30), src2.consumer.recv())
+            .await
+            .expect("message within 30 s")
+            .expect("no consume error");
+        first.entry(msg.partition()).or_insert(msg.offset());
+        if msg.partition() == 1 {
+            break;
+        }
+    }
+    if let Some(o) = first.get(&1) {
+        assert_eq!(*o, 10);
+    }
+    if let Some(o) = first.get(&0) {
+        assert_eq!(Offset::Offset(*o), c0);
+    }
+}
