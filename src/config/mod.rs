@@ -501,12 +501,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// [`Config::check_files`]).
 ///
 /// # Errors
-/// Every error found, each naming table, key and reason. A TOML syntax error or an unknown
-/// key stops parsing there and is the only error.
+/// Every error found, each naming table, key and reason. A TOML syntax error is reported
+/// alone; unknown keys and wrongly typed values are reported for every table (the first per
+/// table) before any further checks run.
 pub fn from_toml_str(src: &str) -> Result<Config, ConfigError> {
-    let raw: raw::RawConfig = toml::from_str(src)
-        .map_err(|e| ConfigError::one(validate::describe_toml_error(src, &e)))?;
-    validate::build(raw)
+    validate::build(validate::parse(src)?)
 }
 
 impl Config {

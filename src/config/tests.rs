@@ -341,6 +341,30 @@ fn unknown_keys_and_syntax_errors_name_table_key_and_line() {
 }
 
 #[test]
+fn unknown_keys_of_every_table_are_collected_in_file_order() {
+    let src = format!(
+        "verbose = 1\n[kafak]\n[forwarder]\nqueue = 1\n{DEST}colour = 1\n[syslog.filtr]\n[[syslog]]\nname = \"e\"\naddress = \"h:1\"\nprotocol = 5\n[[ticket]]\nname = \"t\"\n[ticket.when]\nseverity = 1\n"
+    );
+    let e = errs(&src);
+    let want = [
+        "config: line 1, column 1: unknown field `verbose`",
+        "config: line 2, column 2: unknown field `kafak`",
+        "forwarder: line 4, column 1: unknown field `queue`",
+        "syslog[0]: line 8, column 1: unknown field `colour`",
+        "syslog[1]: line 13, column 12: protocol: wanted string or table",
+        "ticket[0].when: line 17, column 1: unknown field `severity`",
+    ];
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+    for (got, want) in e.iter().zip(want) {
+        assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+    }
+    assert_eq!(
+        err("syslog = 3\n"),
+        "config: line 1, column 10: syslog: expected [[syslog]] tables, got integer"
+    );
+}
+
+#[test]
 fn names_are_unique_and_label_safe() {
     let e = errs(&format!("{DEST}{DEST}[[syslog]]\naddress = \"h:1\"\n[[syslog]]\nname = \"a/b\"\naddress = \"h:1\"\n"));
     assert_eq!(
@@ -528,6 +552,9 @@ fn load_checks_named_files() {
 fn kafka_checks() {
     let c = ok(&format!("[kafka]\nbrokers = \"embedded\"\n[kafka.topic_log_types]\n\"plura.detect\" = \"detect\"\n\"other\" = \"usage\"\n[kafka.properties]\n\"fetch.min.bytes\" = 1\n\"enable.idempotence\" = true\n\"security.protocol\" = \"ssl\"\n\"enable.auto.commit\" = \"false\"\n{DEST}"));
     assert!(c.kafka.is_embedded());
+    for b in ["SSL://k1:9093,k2", "[::1]:9092, [::1], k3.example"] {
+        ok(&format!("[kafka]\nbrokers = {b:?}\n{DEST}"));
+    }
     assert_eq!(c.kafka.properties["fetch.min.bytes"], "1");
     assert_eq!(c.kafka.properties["enable.idempotence"], "true");
     let w = c.warnings();
@@ -542,7 +569,7 @@ fn kafka_checks() {
         == "kafka.properties: \"enable.auto.commit\" is ignored; at-least-once delivery sets it"));
     let bad = [
         ("brokers = \"\"", "kafka: brokers: must not be empty (host:port list, or \"embedded\")"),
-        ("brokers = \"a:9092,b\"", "kafka: brokers: \"b\": missing port"),
+        ("brokers = \"a:9092,b:0\"", "kafka: brokers: \"b:0\": port 0 is out of range 1..65535"),
         ("group_id = \" \"", "kafka: group_id: must not be empty"),
         ("topics = [\"a b\"]", "kafka: topics: \"a b\": not a valid Kafka topic name (1 to 249 of letters, digits, '.', '_', '-')"),
         ("topics = [\"a\", \"a\"]", "kafka: topics: \"a\": listed twice"),
@@ -609,7 +636,7 @@ fn ticket_checks() {
         ("system = \"redmine\"\nurl = \"https://x\"\nproject = \"p\"\nauth_key_env = \"K\"\nrate_per_minute = 0\nburst = 0", vec!["ticket[0] \"t\": rate_per_minute: must be at least 1, got 0", "ticket[0] \"t\": burst: must be at least 1, got 0"]),
         ("system = \"redmine\"\nurl = \"https://x\"\nproject = \"p\"\nauth_key_env = \"K\"\ndedup_key = [\"filterID\", \"nope\"]", vec!["ticket[0] \"t\": dedup_key: \"filterID\" is not an event field (event.md); did you mean \"filterId\"?", "ticket[0] \"t\": dedup_key: \"nope\" is not an event field (event.md)"]),
         ("system = \"redmine\"\nurl = \"https://x\"\nproject = \"p\"\nauth_key_env = \"K\"\ndedup_key = []", vec!["ticket[0] \"t\": dedup_key: empty; name event fields (e.g. [\"filterId\", \"serverIp\"]) or set dedup_window_s = 0"]),
-        ("system = \"redmine\"\nurl = \"https://x\"\nproject = \"p\"\nauth_key_env = \"K\"\n[ticket.when]\ndefense = [\"mitre_attack\"]\nmin_risk = 12", vec!["ticket[0] \"t\": defense: unknown category \"mitre_attack\" for defense logs (expected correlation, host, web, network, account_takeover, data_leak, waf, host_security)", "ticket[0] \"t\": when.min_risk: 12 is out of range 0..10"]),
+        ("system = \"redmine\"\nurl = \"https://x\"\nproject = \"p\"\nauth_key_env = \"K\"\n[ticket.when]\ndefense = [\"mitre_attack\"]\nmin_risk = 12", vec!["ticket[0] \"t\": when.defense: unknown category \"mitre_attack\" for defense logs (expected correlation, host, web, network, account_takeover, data_leak, waf, host_security)", "ticket[0] \"t\": when.min_risk: 12 is out of range 0..10"]),
     ];
     for (body, want) in bad {
         assert_eq!(errs(&t(body)), want, "{body}");

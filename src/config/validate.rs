@@ -124,7 +124,7 @@ fn kafka(e: &mut Errs, r: RawKafka) -> KafkaConfig {
         e.push("kafka: brokers: must not be empty (host:port list, or \"embedded\")");
     } else if brokers != "embedded" {
         for b in brokers.split(',').map(str::trim) {
-            if let Err(why) = split_address(b) {
+            if let Err(why) = broker_ok(b) {
                 e.push(format!("kafka: brokers: {b:?}: {why}"));
             }
         }
@@ -210,6 +210,22 @@ fn kafka(e: &mut Errs, r: RawKafka) -> KafkaConfig {
         max_event_bytes,
         topic_log_types,
         properties,
+    }
+}
+
+/// One bootstrap broker as librdkafka takes it: `[proto://]host[:port]` (port default 9092).
+fn broker_ok(b: &str) -> Result<(), String> {
+    let hp = b.split_once("://").map_or(b, |(_, r)| r);
+    let bracketed_without_port = hp.starts_with('[') && hp.ends_with(']');
+    let has_port = if hp.starts_with('[') {
+        !bracketed_without_port
+    } else {
+        hp.contains(':')
+    };
+    if has_port {
+        split_address(hp).map(|_| ())
+    } else {
+        split_address(&format!("{hp}:9092")).map(|_| ())
     }
 }
 
@@ -391,11 +407,13 @@ fn host_name_ok(h: &str) -> bool {
 fn selection(
     e: &mut Errs,
     pre: &str,
+    table: &str,
     lt: LogType,
     v: Option<&toml::Value>,
     default: CategorySet,
 ) -> CategorySet {
-    let key = lt.name();
+    let key = format!("{table}{}", lt.name());
+    let key = key.as_str();
     let names = || {
         lt.categories()
             .iter()
@@ -420,7 +438,8 @@ fn selection(
                     Some(s) => match Category::for_log_type(lt, s) {
                         Some(c) => set.insert(c),
                         None => e.push(format!(
-                            "{pre}: {key}: unknown category {s:?} for {key} logs (expected {})",
+                            "{pre}: {key}: unknown category {s:?} for {} logs (expected {})",
+                            lt.name(),
                             names()
                         )),
                     },
@@ -635,6 +654,7 @@ fn destination(
     let detect = selection(
         e,
         &pre,
+        "",
         LogType::Detect,
         r.detect.as_ref(),
         CategorySet::all(LogType::Detect),
@@ -642,6 +662,7 @@ fn destination(
     let defense = selection(
         e,
         &pre,
+        "",
         LogType::Defense,
         r.defense.as_ref(),
         CategorySet::all(LogType::Defense),
@@ -650,12 +671,20 @@ fn destination(
         Kind::Representative => selection(
             e,
             &pre,
+            "",
             LogType::Usage,
             r.usage.as_ref(),
             CategorySet::all(LogType::Usage),
         ),
         Kind::Group(_) => {
-            let u = selection(e, &pre, LogType::Usage, r.usage.as_ref(), CategorySet::NONE);
+            let u = selection(
+                e,
+                &pre,
+                "",
+                LogType::Usage,
+                r.usage.as_ref(),
+                CategorySet::NONE,
+            );
             if !u.is_empty() {
                 e.push(format!(
                     "{pre}: usage: must be \"none\" or absent for kind = \"group\" (group servers never receive usage logs)"
@@ -929,6 +958,7 @@ fn ticket_table(e: &mut Errs, i: usize, mut r: RawTicket) -> Option<TicketConfig
             detect: selection(
                 e,
                 &pre,
+                "when.",
                 LogType::Detect,
                 w.detect.as_ref(),
                 CategorySet::all(LogType::Detect),
@@ -936,6 +966,7 @@ fn ticket_table(e: &mut Errs, i: usize, mut r: RawTicket) -> Option<TicketConfig
             defense: selection(
                 e,
                 &pre,
+                "when.",
                 LogType::Defense,
                 w.defense.as_ref(),
                 CategorySet::all(LogType::Defense),
@@ -943,6 +974,7 @@ fn ticket_table(e: &mut Errs, i: usize, mut r: RawTicket) -> Option<TicketConfig
             usage: selection(
                 e,
                 &pre,
+                "when.",
                 LogType::Usage,
                 w.usage.as_ref(),
                 CategorySet::all(LogType::Usage),
@@ -972,14 +1004,91 @@ fn ticket_table(e: &mut Errs, i: usize, mut r: RawTicket) -> Option<TicketConfig
     })
 }
 
+/// Parses the document into the raw tables. Each top-level table and each `[[syslog]]` /
+/// `[[ticket]]` table is deserialized on its own, so that an unknown key or a wrong value in
+/// one table does not hide those in the others; all of them come back, in file order.
+pub(super) fn parse(src: &str) -> Result<RawConfig, ConfigError> {
+    use serde::Deserialize;
+    use toml::de::{DeTable, DeValue, ValueDeserializer};
+    use toml::Spanned;
+
+    fn de<'i, T: Deserialize<'i>>(
+        src: &str,
+        v: Spanned<DeValue<'i>>,
+        errs: &mut Vec<(usize, String)>,
+    ) -> Option<T> {
+        let start = v.span().start;
+        T::deserialize(ValueDeserializer::from(v))
+            .map_err(|e| {
+                let at = e.span().map_or(start, |s| s.start);
+                errs.push((at, describe_toml_error(src, &e)));
+            })
+            .ok()
+    }
+    fn tables<'i, T: Deserialize<'i>>(
+        src: &str,
+        name: &str,
+        v: Spanned<DeValue<'i>>,
+        errs: &mut Vec<(usize, String)>,
+    ) -> Vec<T> {
+        let start = v.span().start;
+        match v.into_inner() {
+            DeValue::Array(items) => items
+                .into_iter()
+                .filter_map(|item| de(src, item, errs))
+                .collect(),
+            other => {
+                let msg = format!("expected [[{name}]] tables, got {}", other.type_str());
+                errs.push((start, describe_at(src, start, &msg)));
+                Vec::new()
+            }
+        }
+    }
+
+    let root = DeTable::parse(src).map_err(|e| ConfigError::one(describe_toml_error(src, &e)))?;
+    let mut raw = RawConfig::default();
+    let mut errs = Vec::new();
+    for (key, value) in root.into_inner() {
+        match key.get_ref().as_ref() {
+            "kafka" => raw.kafka = de(src, value, &mut errs),
+            "forwarder" => raw.forwarder = de(src, value, &mut errs),
+            "admin" => raw.admin = de(src, value, &mut errs),
+            "compliance" => raw.compliance = de(src, value, &mut errs),
+            "syslog" => raw.syslog = tables(src, "syslog", value, &mut errs),
+            "ticket" => raw.ticket = tables(src, "ticket", value, &mut errs),
+            other => {
+                let at = key.span().start;
+                let msg = format!(
+                    "unknown field `{other}`, expected one of `kafka`, `forwarder`, `admin`, `compliance`, `syslog`, `ticket`"
+                );
+                errs.push((at, describe_at(src, at, &msg)));
+            }
+        }
+    }
+    if errs.is_empty() {
+        Ok(raw)
+    } else {
+        errs.sort_by_key(|(at, _)| *at);
+        Err(ConfigError(errs.into_iter().map(|(_, m)| m).collect()))
+    }
+}
+
 /// A TOML syntax error or a refused key, on one line, naming the table it is in:
 /// `syslog[1]: line 14, column 1: unknown field `colour`, expected one of ...`.
 pub(super) fn describe_toml_error(src: &str, err: &toml::de::Error) -> String {
     let msg = one_line(err.message());
-    let Some(span) = err.span() else {
-        return format!("config: {msg}");
-    };
-    let start = span.start.min(src.len());
+    match err.span() {
+        Some(span) => describe_at(src, span.start, &msg),
+        None => format!("config: {msg}"),
+    }
+}
+
+/// `msg` at byte `offset` of `src`, prefixed with its table, line and column.
+fn describe_at(src: &str, offset: usize, msg: &str) -> String {
+    let mut start = offset.min(src.len());
+    while !src.is_char_boundary(start) {
+        start -= 1;
+    }
     let line_start = src[..start].rfind('\n').map_or(0, |p| p + 1);
     let line_no = src[..start].matches('\n').count() + 1;
     let col = src[line_start..start].chars().count() + 1;
