@@ -136,11 +136,14 @@ impl Matcher {
             }
         }
         self.fields.iter().all(|(known, name, re)| {
-            let v = match known {
-                Some(f) => ev.get(*f),
-                None => ev.get_by_name(name),
+            let text = match known {
+                // The classification, also when a topic binding supplied the log type.
+                Some(Field::LogType) => Some(ev.log_type.name()),
+                Some(Field::Category) => Some(ev.category.name()),
+                Some(f) => ev.text(*f),
+                None => ev.get_by_name(name).map(Value::as_text),
             };
-            v.map(Value::as_text).is_some_and(|t| re.is_match(t))
+            text.is_some_and(|t| re.is_match(t))
         })
     }
 }

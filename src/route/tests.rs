@@ -256,6 +256,25 @@ fn filter_fields_match_known_and_unknown_fields() {
 }
 
 #[test]
+fn filter_fields_see_the_classification() {
+    let r = router(
+        "[[syslog]]\nname = \"d\"\naddress = \"h:1\"\n[syslog.filter.fields]\nlogType = \"^detect$\"\ncategory = \"^(web|waf)$\"\n",
+    );
+    let opts = DecodeOptions {
+        topic_log_type: Some(LogType::Detect),
+        ..DecodeOptions::default()
+    };
+    let ev = decode(br#"{"category":"waf"}"#, None, &opts).unwrap();
+    assert_eq!(route(&r, &ev), [Routed]);
+    let ev = decode(br#"{"category":"host"}"#, None, &opts).unwrap();
+    assert_eq!(route(&r, &ev), [Filtered]);
+    assert_eq!(
+        route(&r, &event(LogType::Defense, Category::Web, None)),
+        [Filtered]
+    );
+}
+
+#[test]
 fn all_filter_conditions_must_hold() {
     let f = "min_risk = 3\nfilter_ids = [\"F-1\"]\ngroups = [\"acme\"]";
     assert!(passes(
