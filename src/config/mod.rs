@@ -557,6 +557,20 @@ impl Config {
         summary::summary(self)
     }
 
+    /// Re-reads [`Config::path`] (SIGHUP, `POST /api/reload`): the new config, or every error,
+    /// in which case the caller keeps running this one.
+    ///
+    /// # Errors
+    /// As [`load`]; also when this config was not loaded from a file.
+    pub fn reload(&self) -> Result<Config, ConfigError> {
+        match &self.path {
+            Some(p) => load(p),
+            None => Err(ConfigError::one(
+                "config: not loaded from a file; nothing to reload",
+            )),
+        }
+    }
+
     /// The destination named `name`.
     pub fn destination(&self, name: &str) -> Option<&SyslogConfig> {
         self.syslog.iter().find(|d| d.name == name)

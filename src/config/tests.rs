@@ -517,6 +517,10 @@ fn tls_only_with_protocol_tls() {
         "syslog[0] \"t\": tls.ca_file \"/nonexistent/ca.pem\": no such file"
     );
     assert_eq!(
+        err("[[syslog]]\nname = \"t\"\nprotocol = \"tls\"\naddress = \"siem:6514\"\n[syslog.tls]\nserver_name = \"a b\"\n"),
+        "syslog[0] \"t\": tls.server_name \"a b\": not a DNS name or IP address"
+    );
+    assert_eq!(
         err("[[syslog]]\nname = \"t\"\nprotocol = \"tls\"\naddress = \"siem:6514\"\n[syslog.tls]\ncert_file = \"c.pem\"\n"),
         "syslog[0] \"t\": tls.cert_file: needs tls.key_file too (mutual TLS)"
     );
@@ -541,6 +545,30 @@ fn load_checks_named_files() {
             "compliance: mapping_file \"/nonexistent/m.toml\": no such file",
         ]
     );
+    // Reload re-reads the same file; a fixed file replaces the config.
+    let good = dir.path().join("g.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[compliance]\nmapping_file = {:?}\n{DEST}",
+            p.display().to_string()
+        ),
+    )
+    .unwrap();
+    let c = load(&good).unwrap();
+    std::fs::write(
+        &good,
+        format!(
+            "[compliance]\nmapping_file = {:?}\n{DEST}[[syslog]]\nname = \"x\"\naddress = \"h\"\n",
+            p.display().to_string()
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        c.reload().unwrap_err().0,
+        ["syslog[1] \"x\": address \"h\": missing port"]
+    );
+    assert!(ok(DEST).reload().is_err());
     let missing = dir.path().join("nope.toml");
     assert!(load(&missing)
         .unwrap_err()
@@ -700,4 +728,45 @@ fn summary_lists_everything() {
         "{s}"
     );
     assert!(s.contains("warnings:"), "{s}");
+}
+
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary text never panics the loader (spans, char boundaries, table lookup).
+        #[test]
+        fn arbitrary_text_never_panics(src in "\\PC{0,200}") {
+            let _ = from_toml_str(&src);
+        }
+
+        /// The documented example with one line removed or one character inserted either loads
+        /// or gives errors that each name a table.
+        #[test]
+        fn damaged_example_gives_named_errors(line in 0usize..200, at in 0usize..9000, c in "[\\[\\]=\"a-z0-9 .#\\n]") {
+            let lines: Vec<&str> = DEFAULT_TOML.lines().collect();
+            let cut = line % lines.len();
+            let removed: String = lines.iter().enumerate().filter(|(i, _)| *i != cut).map(|(_, l)| format!("{l}\n")).collect();
+            let mut inserted = DEFAULT_TOML.to_owned();
+            let mut at = at % inserted.len();
+            while !inserted.is_char_boundary(at) { at -= 1; }
+            inserted.insert_str(at, &c);
+            for src in [removed, inserted] {
+                if let Err(e) = from_toml_str(&src) {
+                    prop_assert!(!e.0.is_empty());
+                    for m in &e.0 {
+                        let head = m.split(':').next().unwrap_or("");
+                        let named = ["config", "kafka", "forwarder", "admin", "compliance", "syslog", "ticket"]
+                            .iter()
+                            .any(|t| head.starts_with(t));
+                        prop_assert!(named, "error without a table: {}", m);
+                        prop_assert!(!m.contains('\n'), "multi-line error: {}", m);
+                    }
+                }
+            }
+        }
+    }
 }

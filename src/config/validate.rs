@@ -717,6 +717,12 @@ fn destination(
                 _ => {}
             }
             let server_name = match t.server_name.filter(|s| !s.is_empty()) {
+                Some(s) if s.parse::<IpAddr>().is_err() && !host_name_ok(&s) => {
+                    e.push(format!(
+                        "{pre}: tls.server_name {s:?}: not a DNS name or IP address"
+                    ));
+                    s
+                }
                 Some(s) => s,
                 None => split_address(&address)
                     .map(|(h, _)| h.to_owned())
