@@ -241,7 +241,7 @@ fn all_errors_are_collected() {
         "syslog[1] \"g\": usage: must be \"none\" or absent for kind = \"group\"",
         "syslog[1] \"g\": filter.min_risk: 11 is out of range 0..10",
         "syslog[1] \"g\": filter.server_ips \"10.0.0.300/8\": not a CIDR network or IP address",
-        "syslog[1] \"g\": filter.fields.logMethod \"^(POST\": regex parse error",
+        "syslog[1] \"g\": filter.fields.logMethod \"^(POST\": invalid regular expression: unclosed group",
     ];
     assert_eq!(e.len(), want.len(), "{e:#?}");
     for (got, want) in e.iter().zip(want) {
@@ -285,6 +285,8 @@ fn render_errors_are_prefixed_with_the_destination() {
 
 #[test]
 fn unknown_keys_and_syntax_errors_name_table_key_and_line() {
+    let e = err(&dest("protocl = \"udp\""));
+    assert!(e.starts_with("syslog[0]: line 4, column 1: unknown field `protocl` (did you mean `protocol`?), expected one of `name`, `kind`"), "{e}");
     let e = err(&dest("colour = \"red\""));
     assert!(
         e.starts_with("syslog[0]: line 4, column 1: unknown field `colour`, expected one of"),
@@ -485,7 +487,7 @@ fn filter_keys() {
         ("detect_ips = [\"x\"]", "filter.detect_ips \"x\": not a CIDR network or IP address (e.g. \"172.16.0.0/12\", \"10.0.0.5\", \"2001:db8::/32\")"),
         ("server_ips = [\"10.0.0.0/33\"]", "filter.server_ips \"10.0.0.0/33\": not a CIDR network"),
         ("groups = [\"\"]", "filter.groups: empty group name"),
-        ("[syslog.filter.fields]\nlogUri = \"[\"", "filter.fields.logUri \"[\": regex parse error:"),
+        ("[syslog.filter.fields]\nlogUri = \"[\"", "filter.fields.logUri \"[\": invalid regular expression: unclosed character class"),
     ];
     for (k, want) in bad {
         let e = err(&dest(&format!("[syslog.filter]\n{k}")));

@@ -540,7 +540,7 @@ fn filter(e: &mut Errs, pre: &str, table: &str, r: RawFilter) -> FilterConfig {
         if let Err(err) = crate::route::glob_regex(&filter_names) {
             e.push(format!(
                 "{pre}: {table}.filter_names: {}",
-                one_line(&err.to_string())
+                regex_reason(&err)
             ));
         }
     }
@@ -560,7 +560,7 @@ fn filter(e: &mut Errs, pre: &str, table: &str, r: RawFilter) -> FilterConfig {
             Ok(regex) => fields.push(FieldRegex { field: name, regex }),
             Err(err) => e.push(format!(
                 "{pre}: {table}.fields.{name} {pattern:?}: {}",
-                one_line(&err.to_string())
+                regex_reason(&err)
             )),
         }
     }
@@ -1082,10 +1082,59 @@ pub(super) fn parse(src: &str) -> Result<RawConfig, ConfigError> {
 /// A TOML syntax error or a refused key, on one line, naming the table it is in:
 /// `syslog[1]: line 14, column 1: unknown field `colour`, expected one of ...`.
 pub(super) fn describe_toml_error(src: &str, err: &toml::de::Error) -> String {
-    let msg = one_line(err.message());
+    let msg = with_suggestion(&one_line(err.message()));
     match err.span() {
         Some(span) => describe_at(src, span.start, &msg),
         None => format!("config: {msg}"),
+    }
+}
+
+/// `unknown field `protocl`, expected one of ...` gains `(did you mean `protocol`?)`.
+fn with_suggestion(msg: &str) -> String {
+    let Some(rest) = msg.strip_prefix("unknown field `") else {
+        return msg.to_owned();
+    };
+    let Some((field, tail)) = rest.split_once('`') else {
+        return msg.to_owned();
+    };
+    let best = tail
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (edit_distance(field, k), k))
+        .filter(|(d, k)| *d <= 2 && *d < k.len())
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, k)) => format!("unknown field `{field}` (did you mean `{k}`?){tail}"),
+        None => msg.to_owned(),
+    }
+}
+
+/// Levenshtein distance, for suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The reason of a regex error, on one line (regex prints the pattern with a caret first).
+fn regex_reason(err: &regex::Error) -> String {
+    let text = err.to_string();
+    match text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+    {
+        Some(reason) => format!("invalid regular expression: {reason}"),
+        None => one_line(&text),
     }
 }
 
