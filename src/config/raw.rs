@@ -9,17 +9,15 @@ use crate::render::settings::{
     Bom, CefHeader, CefTime, Format, Framing, NameOrNumber, Newline, OnOversize, Protocol,
 };
 
-/// The whole file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole file, assembled table by table by `validate::parse` (which refuses unknown
+/// top-level keys itself, so that every table's errors are reported).
+#[derive(Debug, Default)]
 pub(crate) struct RawConfig {
     pub kafka: Option<RawKafka>,
     pub forwarder: Option<RawForwarder>,
     pub admin: Option<RawAdmin>,
     pub compliance: Option<RawCompliance>,
-    #[serde(default)]
     pub syslog: Vec<RawSyslog>,
-    #[serde(default)]
     pub ticket: Vec<RawTicket>,
 }
 
