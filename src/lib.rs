@@ -9,17 +9,22 @@
 //! - [`sink`]: batched UDP/TCP writers with reconnect and acknowledged-byte tracking.
 //! - [`pipeline`]: wires the stages, the dead-letter producer and shutdown.
 //! - [`config`], [`metrics`], [`admin`]: configuration, Prometheus names, the HTTP listener.
+//! - [`cli`]: the commands (`run`, `demo`, `check`, `render`); [`receiver`]: a loopback syslog
+//!   peer for the demo, tests and the load harness.
 
 pub mod ack;
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod receiver;
 pub mod render;
 pub mod route;
 pub mod sample;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod throttle;

@@ -8,7 +8,7 @@ pub mod dead_letter;
 mod run;
 
 pub use dead_letter::{DeadLetter, Origin};
-pub use run::{run, RunOptions};
+pub use run::{run, RunOptions, StartInfo};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,0 +1,100 @@
+//! `run -c FILE`: the service, with the admin listener, until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+
+use super::{EXIT_CONFIG, EXIT_RUNTIME};
+use crate::admin::{self, AdminState};
+use crate::config::{self, Config};
+use crate::pipeline::{self, RunOptions, StartInfo};
+use crate::source::embedded::EmbeddedKafka;
+use crate::source::Trackers;
+
+pub(super) async fn main(path: PathBuf) -> ExitCode {
+    let mut cfg = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.errors() {
+                eprintln!("error: {line}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for w in cfg.warnings() {
+        tracing::warn!(warning = %w, "Configuration warning.");
+    }
+    // Kept alive for the whole run: `brokers = "embedded"` is served from this process.
+    let _embedded = if cfg.kafka.is_embedded() {
+        match start_embedded(&mut cfg) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("error: starting the embedded Kafka: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else {
+        None
+    };
+    match serve(cfg, crate::shutdown::on_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Starts an in-process Kafka with the configured topics and points `cfg` at it.
+///
+/// # Errors
+/// When the mock cluster cannot start.
+pub fn start_embedded(cfg: &mut Config) -> rdkafka::error::KafkaResult<EmbeddedKafka> {
+    let k = &cfg.kafka;
+    let mut topics: Vec<(&str, i32)> = k.topics.iter().map(|t| (t.as_str(), 3)).collect();
+    topics.push((&k.dead_letter_topic, 1));
+    topics.push((&k.ticket_history_topic, 1));
+    let kafka = EmbeddedKafka::start(&topics)?;
+    tracing::warn!(
+        bootstrap = %kafka.bootstrap_servers(),
+        "Using an embedded in-process Kafka (demo only; its data is lost at exit)."
+    );
+    cfg.kafka.brokers = kafka.bootstrap_servers();
+    Ok(kafka)
+}
+
+/// Runs the pipeline and the admin listener until `shutdown` is cancelled.
+///
+/// # Errors
+/// When the admin address cannot be bound, the metrics recorder cannot be installed, or the
+/// Kafka clients cannot be created.
+pub async fn serve(
+    cfg: Config,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let handle = crate::metrics::install()?;
+    let listener = admin::bind(&cfg.admin.listen).await?;
+    let trackers: Arc<OnceLock<Arc<Trackers>>> = Arc::default();
+    let ready_trackers = Arc::clone(&trackers);
+    let state = AdminState {
+        metrics: handle,
+        ready: Arc::new(move || match ready_trackers.get() {
+            Some(t) if t.joined() => Ok(()),
+            Some(_) => Err("the consumer has not joined its group yet".to_owned()),
+            None => Err("starting".to_owned()),
+        }),
+    };
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(listener, state, admin_stop.clone()));
+    tracing::info!(listen = %cfg.admin.listen, "Admin listener up.");
+    let opts = RunOptions {
+        shutdown,
+        on_start: Some(Box::new(move |info: StartInfo| {
+            let _ = trackers.set(info.trackers);
+        })),
+    };
+    let result = pipeline::run(cfg, opts).await;
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    result
+}

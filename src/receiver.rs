@@ -1,0 +1,181 @@
+//! A syslog receiver on loopback that keeps every frame it gets, exactly as it came off the
+//! wire (framing included): the peer of `demo`, the tests and the load harness.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// How frames are delimited on the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// `MSG-LEN SP SYSLOG-MSG` (RFC 6587 octet counting, RFC 5425).
+    OctetCounting,
+    /// A frame ends with this byte (LF or NUL).
+    Byte(u8),
+    /// A frame ends with CR LF.
+    CrLf,
+}
+
+#[derive(Default)]
+struct Shared {
+    frames: Mutex<Vec<Bytes>>,
+    connections: std::sync::atomic::AtomicUsize,
+    arrived: Notify,
+}
+
+impl Shared {
+    fn push(&self, frame: Bytes) {
+        self.frames.lock().unwrap_or_else(|p| p.into_inner()).push(frame);
+        self.arrived.notify_waiters();
+    }
+}
+
+/// A running receiver; stops when dropped.
+pub struct Receiver {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    /// A UDP receiver on 127.0.0.1 (any port): one frame per datagram.
+    ///
+    /// # Errors
+    /// When the socket cannot be bound.
+    pub async fn udp() -> std::io::Result<Self> {
+        let sock = UdpSocket::bind("127.0.0.1:0").await?;
+        let addr = sock.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let s = Arc::clone(&shared);
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            while let Ok(n) = sock.recv(&mut buf).await {
+                s.push(Bytes::copy_from_slice(&buf[..n]));
+            }
+        });
+        Ok(Receiver { addr, shared, task })
+    }
+
+    /// A TCP receiver on 127.0.0.1 (any port) that splits each connection's stream.
+    ///
+    /// # Errors
+    /// When the listener cannot be bound.
+    pub async fn tcp(split: Split) -> std::io::Result<Self> {
+        Self::tcp_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?, split).await
+    }
+
+    /// A TCP receiver on a given loopback address (for restart tests).
+    ///
+    /// # Errors
+    /// When the listener cannot be bound.
+    pub async fn tcp_on(addr: SocketAddr, split: Split) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let s = Arc::clone(&shared);
+        let task = tokio::spawn(async move {
+            let conns = tokio_util::task::TaskTracker::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                s.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                conns.spawn(read_stream(stream, split, Arc::clone(&s)));
+            }
+        });
+        Ok(Receiver { addr, shared, task })
+    }
+
+    /// Where to send.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every frame so far, in arrival order.
+    pub fn frames(&self) -> Vec<Bytes> {
+        self.shared.frames.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How many frames so far.
+    pub fn count(&self) -> usize {
+        self.shared.frames.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` frames arrived or `timeout` passed; returns the count.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            let count = self.count();
+            if count >= n {
+                return count;
+            }
+            // Notify can miss a wake-up between count() and the await: poll as a fallback.
+            let step = tokio::time::Instant::now() + Duration::from_millis(50);
+            if tokio::time::timeout_at(step.min(deadline), arrived).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return self.count();
+            }
+        }
+    }
+}
+
+async fn read_stream(mut stream: TcpStream, split: Split, shared: Arc<Shared>) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while let Some(frame) = next_frame(&mut buf, split) {
+            shared.push(frame);
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Takes one whole frame (framing included) off the front of `buf`, if there is one.
+pub fn next_frame(buf: &mut BytesMut, split: Split) -> Option<Bytes> {
+    let end = match split {
+        Split::OctetCounting => {
+            let sp = buf.iter().position(|&b| b == b' ')?;
+            let len: usize = std::str::from_utf8(&buf[..sp]).ok()?.parse().ok()?;
+            let end = sp + 1 + len;
+            (buf.len() >= end).then_some(end)?
+        }
+        Split::Byte(d) => buf.iter().position(|&b| b == d)? + 1,
+        Split::CrLf => buf.windows(2).position(|w| w == b"\r\n")? + 2,
+    };
+    Some(buf.split_to(end).freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_each_framing() {
+        let mut b = BytesMut::from(&b"5 hello3 abc2 x"[..]);
+        assert_eq!(next_frame(&mut b, Split::OctetCounting).as_deref(), Some(&b"5 hello"[..]));
+        assert_eq!(next_frame(&mut b, Split::OctetCounting).as_deref(), Some(&b"3 abc"[..]));
+        assert_eq!(next_frame(&mut b, Split::OctetCounting), None, "incomplete frame waits");
+        let mut b = BytesMut::from(&b"a\nb\r\nc"[..]);
+        assert_eq!(next_frame(&mut b, Split::Byte(b'\n')).as_deref(), Some(&b"a\n"[..]));
+        assert_eq!(next_frame(&mut b, Split::CrLf).as_deref(), Some(&b"b\r\n"[..]));
+        assert_eq!(next_frame(&mut b, Split::CrLf), None);
+    }
+}
