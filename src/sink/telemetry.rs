@@ -1,0 +1,132 @@
+//! Per-destination metric handles (registered once, emitted per batch) and throttled logging.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metrics::{Counter, Gauge, Histogram};
+
+use crate::metrics as m;
+use crate::throttle::Throttle;
+
+use super::connector::SinkError;
+use super::status::{Shared, SinkState};
+use super::Frame;
+
+/// Everything a destination task reports through: metrics, status and logs.
+pub(crate) struct Ctx {
+    pub name: String,
+    pub shared: Arc<Shared>,
+    events_sent: Counter,
+    bytes_sent: Counter,
+    batch_seconds: Histogram,
+    end_to_end: Histogram,
+    up: Gauge,
+    reconnects: Counter,
+    queue: Gauge,
+    dropped_oversize: Counter,
+    throttle: Throttle,
+}
+
+impl Ctx {
+    pub fn new(name: &str, shared: Arc<Shared>) -> Self {
+        let d = || name.to_owned();
+        Ctx {
+            name: name.to_owned(),
+            shared,
+            events_sent: metrics::counter!(m::EVENTS_SENT_TOTAL, "destination" => d()),
+            bytes_sent: metrics::counter!(m::BYTES_SENT_TOTAL, "destination" => d()),
+            batch_seconds: metrics::histogram!(m::SEND_BATCH_SECONDS, "destination" => d()),
+            end_to_end: metrics::histogram!(m::END_TO_END_SECONDS, "destination" => d()),
+            up: metrics::gauge!(m::DESTINATION_UP, "destination" => d()),
+            reconnects: metrics::counter!(m::DESTINATION_RECONNECTS_TOTAL, "destination" => d()),
+            queue: metrics::gauge!(m::DESTINATION_QUEUE_EVENTS, "destination" => d()),
+            dropped_oversize: metrics::counter!(
+                m::EVENTS_DROPPED_TOTAL,
+                "destination" => d(),
+                "reason" => "oversize"
+            ),
+            throttle: Throttle::new(Duration::from_secs(60)),
+        }
+    }
+
+    /// One batch (or resend) of `frames`, `bytes` long, went to the socket in `took`.
+    pub fn written<'a>(
+        &self,
+        frames: impl Iterator<Item = &'a Frame>,
+        bytes: usize,
+        took: Duration,
+    ) {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut n = 0u64;
+        let mut oldest: Option<i64> = None;
+        for f in frames {
+            n += 1;
+            if let Some(t) = f.event_time_ms {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            }
+        }
+        self.events_sent.increment(n);
+        self.bytes_sent.increment(bytes as u64);
+        self.batch_seconds.record(took.as_secs_f64());
+        // One sample per batch: its oldest event, so the histogram errs on the slow side.
+        if let Some(t) = oldest {
+            self.end_to_end
+                .record((now_ms.saturating_sub(t)).max(0) as f64 / 1000.0);
+        }
+        Shared::add(&self.shared.written, n);
+        Shared::add(&self.shared.written_bytes, bytes as u64);
+        Shared::add(&self.shared.batches, 1);
+    }
+
+    pub fn acked(&self, frames: usize) {
+        Shared::add(&self.shared.acked, frames as u64);
+    }
+
+    pub fn in_flight(&self, frames: usize) {
+        self.shared
+            .in_flight
+            .store(frames as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn queue(&self, depth: usize) {
+        self.queue.set(depth as f64);
+    }
+
+    pub fn reconnect_attempt(&self) {
+        self.reconnects.increment(1);
+        Shared::add(&self.shared.reconnects, 1);
+    }
+
+    pub fn dropped_oversize(&self, n: u64) {
+        self.dropped_oversize.increment(n);
+    }
+
+    pub fn set_state(&self, s: SinkState) {
+        self.shared.set_state(s);
+        self.up
+            .set(if s == SinkState::Connected { 1.0 } else { 0.0 });
+    }
+
+    /// Records `e` as the last error and logs it at most once a minute per error kind.
+    pub fn error(&self, e: &SinkError, what: &'static str) {
+        self.shared.set_error(e);
+        if let Some(suppressed) = self.throttle.allow(e.error_type()) {
+            tracing::warn!(
+                destination = %self.name,
+                error = %e,
+                error_type = e.error_type(),
+                suppressed,
+                "{what}"
+            );
+        }
+    }
+
+    /// Logs an event worth an operator's attention, throttled like errors.
+    pub fn note(&self, key: &str, msg: &'static str) {
+        if let Some(suppressed) = self.throttle.allow(key) {
+            tracing::info!(destination = %self.name, suppressed, "{msg}");
+        }
+    }
+}
