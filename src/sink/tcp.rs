@@ -155,6 +155,9 @@ impl<D: Dialer> TcpWriter<D> {
     pub async fn run(mut self, mut batcher: Batcher, batch_max_events: usize) {
         let mut batch: Vec<Frame> = Vec::with_capacity(batch_max_events.clamp(1, 4096));
         let mut finished = false;
+        // Connect before the first frame so that a dead destination shows at once.
+        let first = self.connect().await;
+        self.conn = Some(first);
         loop {
             if finished {
                 if self.in_flight.is_empty() {
@@ -204,6 +207,8 @@ impl<D: Dialer> TcpWriter<D> {
             self.poll_acks();
         }
         self.conn = None;
+        let resent = self.in_flight.mark_all_unwritten();
+        Shared::add(&self.ctx.shared.resent, resent as u64);
         self.ctx.set_state(SinkState::Reconnecting);
         self.ctx.error(
             &e,
@@ -222,8 +227,6 @@ impl<D: Dialer> TcpWriter<D> {
                 Ok(stream) => {
                     self.backoff.reset();
                     self.ctx.set_state(SinkState::Connected);
-                    let resent = self.in_flight.mark_all_unwritten();
-                    Shared::add(&self.ctx.shared.resent, resent as u64);
                     self.ctx.note("connected", "Connected.");
                     return stream;
                 }

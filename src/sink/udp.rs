@@ -44,6 +44,7 @@ impl UdpWriter {
     /// Runs until the queue is closed and everything queued was sent.
     pub async fn run(mut self, mut batcher: Batcher, batch_max_events: usize) {
         let mut batch: Vec<Frame> = Vec::with_capacity(batch_max_events.clamp(1, 4096));
+        self.ensure_socket().await;
         loop {
             match batcher.next(&mut batch, None).await {
                 Next::Finished => break,
