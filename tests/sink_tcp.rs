@@ -188,6 +188,13 @@ async fn tcp_batches_are_single_writes() {
             "{} batches for {N} frames",
             st.batches
         );
+        // One write per batch (a second only when the socket buffer took part of it).
+        assert!(
+            st.send_calls <= 2 * st.batches,
+            "{} writes for {} batches",
+            st.send_calls,
+            st.batches
+        );
         assert_eq!(count_lines(&conns), N as usize);
         sink.close(Duration::from_secs(1)).await;
     })
@@ -504,6 +511,57 @@ async fn tls_is_unavailable_and_keeps_frames_unacked() {
         let report = sink.close(Duration::from_millis(200)).await;
         assert_eq!(report.unacked, 5);
         assert_eq!(tracker.done_upto(), None);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn tcp_idle_connection_closed_by_the_peer_is_reopened() {
+    timeout(Duration::from_secs(20), async {
+        let l = listener(None, None);
+        let addr = l.local_addr().unwrap();
+        let sink = sink::spawn(spec(addr.to_string()));
+        // The sink connects before any frame; the receiver drops that idle connection.
+        let (first, _) = timeout(Duration::from_secs(5), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(2), || sink.status().state
+                == SinkState::Connected)
+            .await
+        );
+        drop(first);
+        // Noticed by the idle probe (about once a second), then reconnected without a frame.
+        let (mut second, _) = timeout(Duration::from_secs(5), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(2), || sink.status().state
+                == SinkState::Connected)
+            .await
+        );
+        let st = sink.status();
+        println!("after an idle close: {st:?}");
+        assert_eq!(st.reconnects, 1);
+        assert_eq!(
+            st.last_error.as_deref(),
+            Some("the peer closed the connection")
+        );
+        let tracker = PartitionTracker::new("t", 0, Arc::new(NoStore));
+        feed(&sink, &tracker, 0..10).await;
+        let expected: Vec<u8> = (0..10).flat_map(payload).collect();
+        let mut got = vec![0u8; expected.len()];
+        timeout(Duration::from_secs(5), second.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got == expected);
+        let report = sink.close(Duration::from_secs(2)).await;
+        assert_eq!(report.unacked, 0);
+        assert_eq!(tracker.done_upto(), Some(9));
     })
     .await
     .unwrap();

@@ -56,11 +56,6 @@ impl Batcher {
         }
     }
 
-    /// Frames waiting in the queue.
-    pub fn queued(&self) -> usize {
-        self.rx.len() + usize::from(self.held.is_some())
-    }
-
     /// Whether the handle asked to close (no linger then: flush what is there at once).
     fn draining(&self) -> bool {
         self.closing.is_cancelled()

@@ -98,7 +98,7 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
     let shared = Arc::new(Shared::default());
     let closing = CancellationToken::new();
     let hard_stop = CancellationToken::new();
-    let ctx = Ctx::new(&spec.name, Arc::clone(&shared));
+    let ctx = Ctx::new(&spec.name, Arc::clone(&shared), tx.downgrade());
     ctx.set_state(status::SinkState::Connecting);
     let limits = Limits {
         max_events: spec.batch_max_events,
@@ -107,12 +107,14 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
     };
     let batcher = Batcher::new(rx, limits, closing.clone());
     let stop = hard_stop.clone();
+    let up = metrics::gauge!(crate::metrics::DESTINATION_UP, "destination" => spec.name.clone());
     let max_events = spec.batch_max_events;
     let task = match spec.protocol {
         Protocol::Udp => {
             let w = udp::UdpWriter::new(spec.address, spec.connect_timeout, ctx);
             tokio::spawn(supervise(
                 stop,
+                up,
                 Arc::clone(&shared),
                 w.run(batcher, max_events),
             ))
@@ -125,12 +127,14 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
             let w = tcp::TcpWriter::new(dialer, ctx);
             tokio::spawn(supervise(
                 stop,
+                up,
                 Arc::clone(&shared),
                 w.run(batcher, max_events),
             ))
         }
         Protocol::Tls => tokio::spawn(supervise(
             stop,
+            up,
             Arc::clone(&shared),
             unavailable(ctx, batcher, closing.clone()),
         )),
@@ -149,6 +153,7 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
 /// un-acked.
 async fn supervise(
     hard_stop: CancellationToken,
+    up: metrics::Gauge,
     shared: Arc<Shared>,
     work: impl std::future::Future<Output = ()>,
 ) {
@@ -158,6 +163,7 @@ async fn supervise(
         () = work => {}
     }
     shared.set_state(SinkState::Closed);
+    up.set(0.0);
     shared
         .in_flight
         .store(0, std::sync::atomic::Ordering::Relaxed);

@@ -135,7 +135,18 @@ pub(crate) struct TcpWriter<D: Dialer> {
     backoff: Backoff,
     poll: PollDelay,
     attempted: bool,
+    /// When the current connection was made, and the acked count then: a connection that
+    /// neither lasted nor acknowledged anything does not reset the backoff.
+    connected_at: Instant,
+    acked_at_connect: u64,
+    /// Wait for the backoff before the next attempt (the last connection was not healthy).
+    hold_off: bool,
 }
+
+/// Without frames in flight, how often an idle connection is checked for a peer close.
+const IDLE_PROBE: Duration = Duration::from_secs(1);
+/// A connection that lasted this long was healthy, whatever it acknowledged.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 
 impl<D: Dialer> TcpWriter<D> {
     pub fn new(dialer: D, ctx: Ctx) -> Self {
@@ -148,6 +159,9 @@ impl<D: Dialer> TcpWriter<D> {
             backoff: Backoff::default(),
             poll: PollDelay(PollDelay::MIN),
             attempted: false,
+            connected_at: Instant::now(),
+            acked_at_connect: 0,
+            hold_off: false,
         }
     }
 
@@ -168,13 +182,24 @@ impl<D: Dialer> TcpWriter<D> {
                     self.check_idle_connection();
                 }
             } else {
-                let idle = (!self.in_flight.is_empty()).then(|| self.poll.next());
-                match batcher.next(&mut batch, idle).await {
+                let idle = if self.in_flight.is_empty() {
+                    IDLE_PROBE
+                } else {
+                    self.poll.next()
+                };
+                match batcher.next(&mut batch, Some(idle)).await {
                     Next::Finished => finished = true,
-                    Next::Idle => self.check_idle_connection(),
+                    Next::Idle => {
+                        self.check_idle_connection();
+                        if self.conn.is_none() {
+                            // Reconnect now, so that state and `destination_up` tell the truth.
+                            let conn = self.connect().await;
+                            self.conn = Some(conn);
+                        }
+                    }
                     Next::Batch => self.in_flight.push_unwritten(batch.drain(..)),
                 }
-                self.ctx.queue(batcher.queued());
+                self.ctx.update_queue();
             }
             if self.in_flight.unwritten() > 0 {
                 self.flush().await;
@@ -207,6 +232,12 @@ impl<D: Dialer> TcpWriter<D> {
             self.poll_acks();
         }
         self.conn = None;
+        let healthy = self.connected_at.elapsed() >= HEALTHY_AFTER
+            || Shared::get(&self.ctx.shared.acked) > self.acked_at_connect;
+        if healthy {
+            self.backoff.reset();
+        }
+        self.hold_off = !healthy;
         let resent = self.in_flight.mark_all_unwritten();
         Shared::add(&self.ctx.shared.resent, resent as u64);
         self.ctx.set_state(SinkState::Reconnecting);
@@ -219,14 +250,19 @@ impl<D: Dialer> TcpWriter<D> {
     /// Connects, retrying with backoff until it succeeds (the close deadline stops this task).
     async fn connect(&mut self) -> D::Stream {
         loop {
+            if std::mem::take(&mut self.hold_off) {
+                self.ctx.update_queue();
+                tokio::time::sleep(self.backoff.next_delay()).await;
+            }
             if self.attempted {
                 self.ctx.reconnect_attempt();
             }
             self.attempted = true;
             match self.dialer.dial().await {
                 Ok(stream) => {
-                    self.backoff.reset();
                     self.ctx.set_state(SinkState::Connected);
+                    self.connected_at = Instant::now();
+                    self.acked_at_connect = Shared::get(&self.ctx.shared.acked);
                     self.ctx.note("connected", "Connected.");
                     return stream;
                 }
@@ -235,7 +271,7 @@ impl<D: Dialer> TcpWriter<D> {
                         self.ctx.set_state(SinkState::Reconnecting);
                     }
                     self.ctx.error(&e, "Cannot connect; retrying with backoff.");
-                    tokio::time::sleep(self.backoff.next_delay()).await;
+                    self.hold_off = true;
                 }
             }
         }
@@ -327,6 +363,7 @@ async fn write_polling<S: Transport>(
             Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(Ok(n)) => {
                 pos += n;
+                ctx.send_calls(1);
                 delay.reset();
             }
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::{Counter, Gauge, Histogram};
+use tokio::sync::mpsc;
 
 use crate::metrics as m;
 use crate::throttle::Throttle;
@@ -23,12 +24,14 @@ pub(crate) struct Ctx {
     up: Gauge,
     reconnects: Counter,
     queue: Gauge,
+    /// The queue's sender side, to read its depth from anywhere in the task.
+    queue_probe: mpsc::WeakSender<Frame>,
     dropped_oversize: Counter,
     throttle: Throttle,
 }
 
 impl Ctx {
-    pub fn new(name: &str, shared: Arc<Shared>) -> Self {
+    pub fn new(name: &str, shared: Arc<Shared>, queue_probe: mpsc::WeakSender<Frame>) -> Self {
         let d = || name.to_owned();
         Ctx {
             name: name.to_owned(),
@@ -40,6 +43,7 @@ impl Ctx {
             up: metrics::gauge!(m::DESTINATION_UP, "destination" => d()),
             reconnects: metrics::counter!(m::DESTINATION_RECONNECTS_TOTAL, "destination" => d()),
             queue: metrics::gauge!(m::DESTINATION_QUEUE_EVENTS, "destination" => d()),
+            queue_probe,
             dropped_oversize: metrics::counter!(
                 m::EVENTS_DROPPED_TOTAL,
                 "destination" => d(),
@@ -90,8 +94,17 @@ impl Ctx {
             .store(frames as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    pub fn queue(&self, depth: usize) {
+    /// Updates `destination_queue_events` (per batch, and while waiting to reconnect).
+    pub fn update_queue(&self) {
+        let depth = self
+            .queue_probe
+            .upgrade()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity());
         self.queue.set(depth as f64);
+    }
+
+    pub fn send_calls(&self, n: u64) {
+        Shared::add(&self.shared.send_calls, n);
     }
 
     pub fn reconnect_attempt(&self) {

@@ -12,7 +12,7 @@ use crate::ack::complete_all;
 
 use super::batch::{Batcher, Next};
 use super::connector::{self, Backoff, SinkError};
-use super::status::{Shared, SinkState};
+use super::status::SinkState;
 use super::telemetry::Ctx;
 use super::Frame;
 
@@ -51,7 +51,7 @@ impl UdpWriter {
                 Next::Idle => continue,
                 Next::Batch => {}
             }
-            self.ctx.queue(batcher.queued());
+            self.ctx.update_queue();
             self.send_batch(&mut batch).await;
         }
     }
@@ -91,7 +91,7 @@ impl UdpWriter {
             self.ensure_socket().await;
             let Some(sock) = &self.sock else { continue };
             let res = send_some(sock, rest).await;
-            Shared::add(&self.ctx.shared.send_calls, 1);
+            self.ctx.send_calls(1);
             match res {
                 Ok(Sent { datagrams, short }) => {
                     sent += datagrams.min(rest.len());

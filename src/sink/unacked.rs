@@ -170,3 +170,55 @@ mod tests {
         assert!(unacked_bytes(-1).is_err());
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod kernel_tests {
+    use super::unacked_bytes;
+    use socket2::{Domain, SockRef, Socket, Type};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    /// The tracking relies on this: after the peer resets the connection, SIOCOUTQ still
+    /// reports the bytes it never acknowledged (the kernel keeps `write_seq − snd_una`), so a
+    /// poll that races with a reset cannot acknowledge lost frames.
+    #[test]
+    fn outq_still_counts_unacknowledged_bytes_after_a_reset() {
+        let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        l.set_recv_buffer_size(4096).unwrap();
+        l.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        l.listen(1).unwrap();
+        let addr = l.local_addr().unwrap().as_socket().unwrap();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let (peer, _) = l.accept().unwrap();
+        c.set_nonblocking(true).unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        let mut written = 0usize;
+        while let Ok(n) = c.write(&chunk) {
+            written += n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let before = unacked_bytes(c.as_raw_fd()).unwrap();
+        assert!(
+            before > 0 && before <= written as u64,
+            "{before} of {written}"
+        );
+        SockRef::from(&peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(50));
+        let after = unacked_bytes(c.as_raw_fd()).unwrap();
+        assert_eq!(
+            after, before,
+            "the reset does not make lost bytes look acknowledged"
+        );
+        assert!(c.write(&chunk).is_err(), "the connection is gone");
+    }
+}
