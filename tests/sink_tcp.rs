@@ -566,3 +566,22 @@ async fn tcp_idle_connection_closed_by_the_peer_is_reopened() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn tcp_close_with_a_dead_receiver_and_nothing_queued_returns_at_once() {
+    timeout(Duration::from_secs(10), async {
+        let sink = sink::spawn(spec(free_port().to_string()));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let t0 = Instant::now();
+        let report = sink.close(Duration::from_secs(5)).await;
+        println!("empty close with a dead receiver took {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "nothing to deliver: no wait for grace"
+        );
+        assert!(!report.timed_out);
+        assert_eq!(report.unacked, 0);
+    })
+    .await
+    .unwrap();
+}

@@ -98,7 +98,12 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
     let shared = Arc::new(Shared::default());
     let closing = CancellationToken::new();
     let hard_stop = CancellationToken::new();
-    let ctx = Ctx::new(&spec.name, Arc::clone(&shared), tx.downgrade());
+    let ctx = Ctx::new(
+        &spec.name,
+        Arc::clone(&shared),
+        tx.downgrade(),
+        closing.clone(),
+    );
     ctx.set_state(status::SinkState::Connecting);
     let limits = Limits {
         max_events: spec.batch_max_events,

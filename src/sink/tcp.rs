@@ -170,7 +170,9 @@ impl<D: Dialer> TcpWriter<D> {
         let mut batch: Vec<Frame> = Vec::with_capacity(batch_max_events.clamp(1, 4096));
         let mut finished = false;
         // Connect before the first frame so that a dead destination shows at once.
-        let first = self.connect().await;
+        let Some(first) = self.connect().await else {
+            return;
+        };
         self.conn = Some(first);
         loop {
             if finished {
@@ -193,7 +195,9 @@ impl<D: Dialer> TcpWriter<D> {
                         self.check_idle_connection();
                         if self.conn.is_none() {
                             // Reconnect now, so that state and `destination_up` tell the truth.
-                            let conn = self.connect().await;
+                            let Some(conn) = self.connect().await else {
+                                return;
+                            };
                             self.conn = Some(conn);
                         }
                     }
@@ -248,11 +252,19 @@ impl<D: Dialer> TcpWriter<D> {
     }
 
     /// Connects, retrying with backoff until it succeeds (the close deadline stops this task).
-    async fn connect(&mut self) -> D::Stream {
+    /// `None` when closing with nothing left to deliver: a dead destination then does not
+    /// hold shutdown for the whole grace period.
+    async fn connect(&mut self) -> Option<D::Stream> {
         loop {
+            if self.ctx.nothing_left() {
+                return None;
+            }
             if std::mem::take(&mut self.hold_off) {
                 self.ctx.update_queue();
-                tokio::time::sleep(self.backoff.next_delay()).await;
+                self.ctx
+                    .sleep_unless_closing(self.backoff.next_delay())
+                    .await;
+                continue;
             }
             if self.attempted {
                 self.ctx.reconnect_attempt();
@@ -264,7 +276,7 @@ impl<D: Dialer> TcpWriter<D> {
                     self.connected_at = Instant::now();
                     self.acked_at_connect = Shared::get(&self.ctx.shared.acked);
                     self.ctx.note("connected", "Connected.");
-                    return stream;
+                    return Some(stream);
                 }
                 Err(e) => {
                     if self.ctx.shared.state() == SinkState::Connected {
@@ -287,7 +299,10 @@ impl<D: Dialer> TcpWriter<D> {
                     self.lose_connection(SinkError::PeerClosed, true);
                     continue;
                 }
-                None => self.connect().await,
+                None => match self.connect().await {
+                    Some(c) => c,
+                    None => return,
+                },
             };
             let mut buf = std::mem::take(&mut self.buf);
             buf.clear();

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
 use crate::throttle::Throttle;
@@ -26,12 +27,19 @@ pub(crate) struct Ctx {
     queue: Gauge,
     /// The queue's sender side, to read its depth from anywhere in the task.
     queue_probe: mpsc::WeakSender<Frame>,
+    /// The handle asked to close.
+    closing: CancellationToken,
     dropped_oversize: Counter,
     throttle: Throttle,
 }
 
 impl Ctx {
-    pub fn new(name: &str, shared: Arc<Shared>, queue_probe: mpsc::WeakSender<Frame>) -> Self {
+    pub fn new(
+        name: &str,
+        shared: Arc<Shared>,
+        queue_probe: mpsc::WeakSender<Frame>,
+        closing: CancellationToken,
+    ) -> Self {
         let d = || name.to_owned();
         Ctx {
             name: name.to_owned(),
@@ -44,6 +52,7 @@ impl Ctx {
             reconnects: metrics::counter!(m::DESTINATION_RECONNECTS_TOTAL, "destination" => d()),
             queue: metrics::gauge!(m::DESTINATION_QUEUE_EVENTS, "destination" => d()),
             queue_probe,
+            closing,
             dropped_oversize: metrics::counter!(
                 m::EVENTS_DROPPED_TOTAL,
                 "destination" => d(),
@@ -82,6 +91,24 @@ impl Ctx {
         Shared::add(&self.shared.written, n);
         Shared::add(&self.shared.written_bytes, bytes as u64);
         Shared::add(&self.shared.batches, 1);
+    }
+
+    /// Closing with every accepted frame acked: there is nothing left to connect for.
+    pub fn nothing_left(&self) -> bool {
+        self.closing.is_cancelled()
+            && Shared::get(&self.shared.acked) >= Shared::get(&self.shared.accepted)
+    }
+
+    /// Sleeps for `d`, or less if the handle starts closing meanwhile.
+    pub async fn sleep_unless_closing(&self, d: Duration) {
+        if self.closing.is_cancelled() {
+            tokio::time::sleep(d).await;
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(d) => {}
+                () = self.closing.cancelled() => {}
+            }
+        }
     }
 
     pub fn acked(&self, frames: usize) {

@@ -56,9 +56,10 @@ impl UdpWriter {
         }
     }
 
-    /// Opens the socket if there is none, retrying with backoff until it works.
+    /// Opens the socket if there is none, retrying with backoff until it works or the handle
+    /// closes with nothing left to send.
     async fn ensure_socket(&mut self) {
-        while self.sock.is_none() {
+        while self.sock.is_none() && !self.ctx.nothing_left() {
             if self.attempted {
                 self.ctx.reconnect_attempt();
             }
@@ -73,7 +74,10 @@ impl UdpWriter {
                     self.ctx.set_state(SinkState::Reconnecting);
                     self.ctx
                         .error(&e, "Cannot open the UDP socket; retrying with backoff.");
-                    tokio::time::sleep(self.backoff.next_delay()).await;
+                    self.ctx.update_queue();
+                    self.ctx
+                        .sleep_unless_closing(self.backoff.next_delay())
+                        .await;
                 }
             }
         }
