@@ -170,3 +170,131 @@ impl Ctx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::{NoStore, PartitionTracker};
+    use bytes::Bytes;
+    use metrics::{Key, KeyName, Metadata, Recorder, SharedString, Unit};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    /// Samples recorded into one histogram.
+    #[derive(Default)]
+    struct Samples(Mutex<Vec<f64>>);
+    impl metrics::HistogramFn for Samples {
+        fn record(&self, v: f64) {
+            self.0.lock().unwrap().push(v);
+        }
+    }
+
+    /// Keeps every registered metric by its rendered key (`name{label=value,...}`).
+    #[derive(Default)]
+    struct Capture {
+        atomics: Mutex<HashMap<String, Arc<AtomicU64>>>,
+        histograms: Mutex<HashMap<String, Arc<Samples>>>,
+    }
+
+    fn render(key: &Key) -> String {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+
+    impl Capture {
+        fn atomic(&self, key: &Key) -> Arc<AtomicU64> {
+            Arc::clone(self.atomics.lock().unwrap().entry(render(key)).or_default())
+        }
+        fn counter(&self, name: &str) -> u64 {
+            let key = format!("{name}{{destination=d1}}");
+            self.atomics.lock().unwrap()[&key].load(Ordering::Relaxed)
+        }
+        fn gauge(&self, name: &str) -> f64 {
+            f64::from_bits(self.counter(name))
+        }
+        fn samples(&self, name: &str) -> Vec<f64> {
+            let key = format!("{name}{{destination=d1}}");
+            self.histograms.lock().unwrap()[&key]
+                .0
+                .lock()
+                .unwrap()
+                .clone()
+        }
+    }
+
+    impl Recorder for Capture {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.atomic(key))
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(self.atomic(key))
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            let s = Arc::clone(
+                self.histograms
+                    .lock()
+                    .unwrap()
+                    .entry(render(key))
+                    .or_default(),
+            );
+            Histogram::from_arc(s)
+        }
+    }
+
+    #[test]
+    fn metrics_are_emitted_per_batch_with_the_destination_label() {
+        let rec = Capture::default();
+        let (tx, _rx) = mpsc::channel::<Frame>(8);
+        let shared = Arc::new(Shared::default());
+        let ctx = metrics::with_local_recorder(&rec, || {
+            Ctx::new(
+                "d1",
+                Arc::clone(&shared),
+                tx.downgrade(),
+                CancellationToken::new(),
+            )
+        });
+        let t = PartitionTracker::new("t", 0, Arc::new(NoStore));
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let frames: Vec<Frame> = (0..3)
+            .map(|i| Frame {
+                bytes: Bytes::from_static(b"abcd"),
+                ack: t.dispatch(i, 1).pop().unwrap(),
+                event_time_ms: Some(now_ms - 2000 + i * 500),
+            })
+            .collect();
+        ctx.written(frames.iter(), 12, Duration::from_millis(3));
+        ctx.set_state(SinkState::Connected);
+        assert_eq!(rec.gauge(m::DESTINATION_UP), 1.0);
+        ctx.set_state(SinkState::Reconnecting);
+        ctx.reconnect_attempt();
+        for f in frames {
+            tx.try_send(f).unwrap();
+        }
+        ctx.update_queue();
+
+        assert_eq!(rec.counter(m::EVENTS_SENT_TOTAL), 3);
+        assert_eq!(rec.counter(m::BYTES_SENT_TOTAL), 12);
+        assert_eq!(rec.counter(m::DESTINATION_RECONNECTS_TOTAL), 1);
+        assert_eq!(rec.gauge(m::DESTINATION_UP), 0.0);
+        assert_eq!(rec.gauge(m::DESTINATION_QUEUE_EVENTS), 3.0);
+        assert_eq!(rec.samples(m::SEND_BATCH_SECONDS), vec![0.003]);
+        let e2e = rec.samples(m::END_TO_END_SECONDS);
+        assert_eq!(e2e.len(), 1, "one sample per batch");
+        assert!(
+            (1.9..2.5).contains(&e2e[0]),
+            "the oldest event's latency: {e2e:?}"
+        );
+        assert_eq!(Shared::get(&shared.batches), 1);
+    }
+}
