@@ -585,3 +585,56 @@ async fn tcp_close_with_a_dead_receiver_and_nothing_queued_returns_at_once() {
     .await
     .unwrap();
 }
+
+/// Not a timed assertion: prints frames/s through one TCP destination on loopback.
+/// `cargo test --test sink_tcp tcp_throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn tcp_throughput() {
+    timeout(Duration::from_secs(120), async {
+        let l = listener(None, None);
+        let addr = l.local_addr().unwrap();
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let r2 = Arc::clone(&received);
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                r2.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let mut s = spec(addr.to_string());
+        s.queue_events = 65536;
+        s.batch_max_events = 1024;
+        s.batch_max_bytes = 1 << 20;
+        s.batch_linger = Duration::from_millis(5);
+        let sink = sink::spawn(s);
+        let tracker = PartitionTracker::new("t", 0, Arc::new(NoStore));
+        const N: i64 = 500_000;
+        let frame = Bytes::from(vec![b'x'; 399].into_iter().chain([b'\n']).collect::<Vec<u8>>());
+        let mut acks = Vec::with_capacity(1024);
+        let t0 = Instant::now();
+        for i in 0..N {
+            tracker.dispatch_into(i, 1, &mut acks);
+            let ack = acks.pop().unwrap();
+            sink.send(Frame { bytes: frame.clone(), ack, event_time_ms: None }).await.unwrap();
+        }
+        assert!(wait_until(Duration::from_secs(60), || tracker.done_upto() == Some(N - 1)).await);
+        let took = t0.elapsed();
+        let st = sink.status();
+        println!(
+            "tcp: {N} frames of 400 B acked in {took:?}: {:.0} frames/s, {:.1} MB/s; {} batches, {} writes",
+            N as f64 / took.as_secs_f64(),
+            (N * 400) as f64 / took.as_secs_f64() / 1e6,
+            st.batches,
+            st.send_calls
+        );
+        assert_eq!(received.load(std::sync::atomic::Ordering::Relaxed), (N * 400) as u64);
+        sink.close(Duration::from_secs(1)).await;
+    })
+    .await
+    .unwrap();
+}

@@ -193,3 +193,38 @@ async fn udp_close_flushes_the_queue() {
     .await
     .unwrap();
 }
+
+/// Not a timed assertion: prints datagrams/s handed to the kernel by one UDP destination.
+/// `cargo test --test sink_udp udp_throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn udp_throughput() {
+    timeout(Duration::from_secs(120), async {
+        let rx = receiver();
+        let addr = rx.local_addr().unwrap();
+        let mut s = spec(addr.to_string());
+        s.queue_events = 65536;
+        s.batch_max_events = 1024;
+        let sink = sink::spawn(s);
+        let tracker = PartitionTracker::new("t", 0, Arc::new(NoStore));
+        const N: i64 = 300_000;
+        let frame = Bytes::from(vec![b'x'; 400]);
+        let t0 = Instant::now();
+        for i in 0..N {
+            let ack = tracker.dispatch(i, 1).pop().unwrap();
+            sink.send(Frame { bytes: frame.clone(), ack, event_time_ms: None }).await.unwrap();
+        }
+        assert!(wait_until(Duration::from_secs(60), || tracker.done_upto() == Some(N - 1)).await);
+        let took = t0.elapsed();
+        let st = sink.status();
+        println!(
+            "udp: {N} datagrams of 400 B handed to the kernel in {took:?}: {:.0}/s; {} sendmmsg calls",
+            N as f64 / took.as_secs_f64(),
+            st.send_calls
+        );
+        drop(rx);
+        sink.close(Duration::from_secs(1)).await;
+    })
+    .await
+    .unwrap();
+}
