@@ -200,13 +200,15 @@ pub(crate) async fn dial_udp(address: &str, timeout: Duration) -> Result<UdpSock
 }
 
 /// Whether the peer has closed or reset the connection, checked without blocking before a
-/// write (as Vector's `shutdown_check`): a peek that returns 0 bytes means end of stream.
+/// write (as Vector's `shutdown_check`): a read that returns 0 bytes means end of stream.
 /// Bytes the peer sent (syslog receivers send none) are read and discarded so that they
-/// cannot fill the receive buffer.
+/// cannot fill the receive buffer. On Unix this asks the kernel directly rather than the
+/// runtime's readiness cache, which may not have seen the FIN or RST yet.
 pub(crate) fn peer_closed(stream: &TcpStream) -> bool {
-    let mut buf = [0u8; 512];
-    loop {
-        match stream.try_read(&mut buf) {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+    // Bounded: a peer that keeps talking must not keep us here.
+    for _ in 0..64 {
+        match read_now(stream, &mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -214,6 +216,19 @@ pub(crate) fn peer_closed(stream: &TcpStream) -> bool {
             Err(_) => return true,
         }
     }
+    false
+}
+
+#[cfg(unix)]
+fn read_now(stream: &TcpStream, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+    SockRef::from(stream).recv_with_flags(buf, libc::MSG_DONTWAIT)
+}
+
+#[cfg(not(unix))]
+fn read_now(stream: &TcpStream, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+    let mut tmp = [0u8; 512];
+    let n = stream.try_read(&mut tmp[..buf.len().min(512)])?;
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -230,6 +245,33 @@ mod tests {
         assert!(d[11] >= Duration::from_millis(22_500));
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(125));
+    }
+
+    #[tokio::test]
+    async fn peer_close_and_reset_are_seen_at_once() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = TcpStream::connect(addr).await.unwrap();
+        let (mut p, _) = l.accept().await.unwrap();
+        assert!(!peer_closed(&c));
+        tokio::io::AsyncWriteExt::write_all(&mut p, b"chatter")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !peer_closed(&c),
+            "bytes from the peer are discarded, not a close"
+        );
+        drop(p);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(peer_closed(&c));
+
+        let c = TcpStream::connect(addr).await.unwrap();
+        let (p, _) = l.accept().await.unwrap();
+        SockRef::from(&p).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(p);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(peer_closed(&c), "a reset");
     }
 
     #[tokio::test]
