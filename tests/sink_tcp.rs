@@ -382,10 +382,12 @@ async fn tcp_receiver_closing_every_k_frames_loses_nothing() {
         let per_conn: Vec<usize> = conns.iter().map(|c| complete_lines(c).count()).collect();
         println!(
             "closing receiver: {} connections (frames each {per_conn:?}), {N} frames, lost {}, duplicates {dups}, \
-             corrupt lines {bad}, resent {}, reconnects {}",
+             corrupt lines {bad}, resent {} (of which {} never reached the receiver: \
+             acking on write would have lost them), reconnects {}",
             conns.len(),
             lost.len(),
             st.resent,
+            st.resent.saturating_sub(dups as u64),
             st.reconnects
         );
         assert_eq!(bad, 0, "every line is a whole frame");

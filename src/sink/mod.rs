@@ -4,6 +4,17 @@
 //! Invariant: a frame's [`Ack`] completes only when the destination is truly done with it
 //! (UDP: handed to the kernel; TCP: acknowledged by the peer's TCP stack). A frame dropped
 //! without completion (close deadline, crash) is redelivered from Kafka.
+//!
+//! - `batch`: frames → batches (events, bytes, linger); closing flushes without linger.
+//! - `connector`: resolve on every attempt, dial with timeout, socket options, backoff.
+//! - `udp`: one datagram per frame via `sendmmsg`; acked when the kernel took it.
+//! - `tcp`: one write per batch over a `Transport`; `unacked` keeps written frames until
+//!   `SIOCOUTQ` shows the peer acknowledged them, and rewrites them all, in order, on a new
+//!   connection. Written-but-unacknowledged frames are bounded by the socket send buffer,
+//!   since no new batch is taken while a write waits. TLS plugs in as another `Transport`
+//!   that reports its ciphertext bytes.
+//! - `status`, `telemetry`: the handle's snapshot; metrics per batch (`events_sent_total` and
+//!   `bytes_sent_total` count resends too), logs at most once a minute per error kind.
 
 mod batch;
 mod connector;
