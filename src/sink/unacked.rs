@@ -160,6 +160,90 @@ mod tests {
         assert!(inf.is_empty());
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(Vec<usize>),
+        Write,
+        /// Acknowledge this share (0..=100 %) of the bytes written on the connection.
+        Ack(u8),
+        Reconnect,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::collection::vec(1usize..50, 1..5).prop_map(Op::Push),
+            Just(Op::Write),
+            (0u8..=100).prop_map(Op::Ack),
+            Just(Op::Reconnect),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a model: acks complete a prefix, only of frames wholly written and
+        /// acknowledged on the current connection; after a reconnect nothing is acked until
+        /// it is written again; every frame is acked exactly once in the end.
+        #[test]
+        fn acks_never_pass_unacknowledged_bytes(ops in proptest::collection::vec(op(), 1..60)) {
+            let t = PartitionTracker::new("t", 0, Arc::new(NoStore));
+            let mut inf = InFlight::default();
+            // Model: (offset, size, end on the current connection if written).
+            let mut model: std::collections::VecDeque<(i64, usize, Option<u64>)> = Default::default();
+            let (mut next, mut wire, mut acked_total) = (0i64, 0u64, 0usize);
+            for op in ops {
+                match op {
+                    Op::Push(sizes) => {
+                        for size in sizes {
+                            inf.push_unwritten(std::iter::once(Frame {
+                                bytes: Bytes::from(vec![b'x'; size]),
+                                ack: t.dispatch(next, 1).pop().unwrap(),
+                                event_time_ms: None,
+                            }));
+                            model.push_back((next, size, None));
+                            next += 1;
+                        }
+                    }
+                    Op::Write => {
+                        let start = wire;
+                        for m in model.iter_mut().filter(|m| m.2.is_none()) {
+                            wire += m.1 as u64;
+                            m.2 = Some(wire);
+                        }
+                        inf.mark_written(start, wire);
+                    }
+                    Op::Ack(pct) => {
+                        let upto = wire * u64::from(pct) / 100;
+                        let mut expect = 0;
+                        while let Some(&(_, _, Some(end))) = model.front() {
+                            if end > upto { break; }
+                            model.pop_front();
+                            expect += 1;
+                        }
+                        proptest::prop_assert_eq!(inf.ack_upto(upto).frames, expect);
+                        acked_total += expect;
+                    }
+                    Op::Reconnect => {
+                        wire = 0;
+                        model.iter_mut().for_each(|m| m.2 = None);
+                        inf.mark_all_unwritten();
+                    }
+                }
+                proptest::prop_assert_eq!(inf.len(), model.len());
+                proptest::prop_assert_eq!(inf.unwritten(), model.iter().filter(|m| m.2.is_none()).count());
+                let first_pending = model.front().map_or(next, |m| m.0);
+                proptest::prop_assert_eq!(t.done_upto(), (first_pending > 0).then_some(first_pending - 1));
+            }
+            let start = wire;
+            for m in model.iter().filter(|m| m.2.is_none()) {
+                wire += m.1 as u64;
+            }
+            inf.mark_written(start, wire);
+            acked_total += inf.ack_upto(wire).frames;
+            proptest::prop_assert_eq!(acked_total as i64, next);
+            proptest::prop_assert!(inf.is_empty());
+        }
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn outq_of_an_idle_socket_is_zero() {
