@@ -228,3 +228,41 @@ async fn udp_throughput() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn udp_oversize_datagram_is_dropped_without_stalling() {
+    timeout(Duration::from_secs(20), async {
+        let rx = receiver();
+        let sink = sink::spawn(spec(rx.local_addr().unwrap().to_string()));
+        let tracker = PartitionTracker::new("t", 0, Arc::new(NoStore));
+        let sizes = [100usize, 70_000, 200];
+        for (i, size) in sizes.iter().enumerate() {
+            let ack = tracker.dispatch(i as i64, 1).pop().unwrap();
+            let f = Frame {
+                bytes: Bytes::from(vec![b'z'; *size]),
+                ack,
+                event_time_ms: None,
+            };
+            sink.send(f).await.unwrap();
+        }
+        let mut buf = vec![0u8; 70_000];
+        let a = timeout(Duration::from_secs(5), rx.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let b = timeout(Duration::from_secs(5), rx.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (a, b),
+            (100, 200),
+            "the datagram too large for UDP is skipped"
+        );
+        assert!(wait_until(Duration::from_secs(5), || tracker.done_upto() == Some(2)).await);
+        let report = sink.close(Duration::from_secs(1)).await;
+        assert_eq!(report.unacked, 0);
+    })
+    .await
+    .unwrap();
+}

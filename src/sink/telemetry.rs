@@ -163,6 +163,13 @@ impl Ctx {
         }
     }
 
+    /// Logs data loss (at `error`), at most once a minute per `key`.
+    pub fn loss(&self, key: &str, bytes: usize, msg: &'static str) {
+        if let Some(suppressed) = self.throttle.allow(key) {
+            tracing::error!(destination = %self.name, bytes, suppressed, "{msg}");
+        }
+    }
+
     /// Logs an event worth an operator's attention, throttled like errors.
     pub fn note(&self, key: &str, msg: &'static str) {
         if let Some(suppressed) = self.throttle.allow(key) {

@@ -100,9 +100,10 @@ impl UdpWriter {
                 Ok(Sent { datagrams, short }) => {
                     sent += datagrams.min(rest.len());
                     refused = 0;
+                    self.backoff.reset();
                     if short > 0 {
-                        // Cannot happen for UDP (a datagram goes whole or not at all); say so if it does.
-                        tracing::error!(destination = %self.ctx.name, short, "Datagrams sent short.");
+                        // Cannot happen for UDP (a datagram goes whole or not at all).
+                        self.ctx.loss("short_send", short, "Datagrams sent short.");
                     }
                 }
                 // An ICMP port unreachable from an earlier datagram is reported once on the
@@ -120,12 +121,12 @@ impl UdpWriter {
                     }
                 }
                 Err(e) if is_oversize(&e) => {
-                    // This datagram can never be sent; retrying would stall the destination.
+                    // This datagram can never be sent; retrying would stall the destination
+                    // (and its partition's commits) forever. Counted and logged as a loss.
                     self.ctx.dropped_oversize(1);
-                    tracing::error!(
-                        destination = %self.ctx.name, bytes = rest.first().map_or(0, |f| f.bytes.len()),
-                        "Datagram too large for UDP; dropped."
-                    );
+                    let bytes = rest.first().map_or(0, |f| f.bytes.len());
+                    self.ctx
+                        .loss("oversize", bytes, "Datagram too large for UDP; dropped.");
                     sent += 1;
                 }
                 Err(e) => {
