@@ -1,0 +1,229 @@
+//! Batching: takes frames from a destination's queue until a batch is full (events or bytes)
+//! or `linger` has passed since its first frame.
+//!
+//! Closing the handle closes the queue: what is queued is still handed out, then `Finished`.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Frame;
+
+/// When a batch is complete.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// At most this many frames (at least 1).
+    pub max_events: usize,
+    /// At most this many bytes, except that a single larger frame forms a batch of its own.
+    pub max_bytes: usize,
+    /// Send a non-full batch this long after its first frame.
+    pub linger: Duration,
+}
+
+/// What [`Batcher::next`] produced.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// `out` holds a batch (never empty).
+    Batch,
+    /// `idle` passed with no frame; `out` is empty.
+    Idle,
+    /// The queue is closed and empty; no frame will come again.
+    Finished,
+}
+
+/// Pulls batches from one destination's queue.
+pub(crate) struct Batcher {
+    rx: mpsc::Receiver<Frame>,
+    limits: Limits,
+    closing: CancellationToken,
+    /// A frame that did not fit the previous batch.
+    held: Option<Frame>,
+}
+
+impl Batcher {
+    pub fn new(rx: mpsc::Receiver<Frame>, limits: Limits, closing: CancellationToken) -> Self {
+        let limits = Limits {
+            max_events: limits.max_events.max(1),
+            ..limits
+        };
+        Batcher {
+            rx,
+            limits,
+            closing,
+            held: None,
+        }
+    }
+
+    /// Whether the handle asked to close (no linger then: flush what is there at once).
+    fn draining(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    async fn recv(&mut self) -> Option<Frame> {
+        if self.closing.is_cancelled() {
+            // Stop taking frames; those already queued are still received.
+            self.rx.close();
+            return self.rx.recv().await;
+        }
+        tokio::select! {
+            biased;
+            () = self.closing.cancelled() => {
+                self.rx.close();
+                self.rx.recv().await
+            }
+            f = self.rx.recv() => f,
+        }
+    }
+
+    /// Fills `out` (which must be empty) with the next batch. With `idle`, gives up waiting for
+    /// a first frame after that long (the caller has acknowledgements to poll).
+    pub async fn next(&mut self, out: &mut Vec<Frame>, idle: Option<Duration>) -> Next {
+        debug_assert!(out.is_empty());
+        let first = match self.held.take() {
+            Some(f) => f,
+            None => match idle {
+                None => match self.recv().await {
+                    Some(f) => f,
+                    None => return Next::Finished,
+                },
+                Some(d) => match tokio::time::timeout(d, self.recv()).await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => return Next::Finished,
+                    Err(_) => return Next::Idle,
+                },
+            },
+        };
+        let deadline = Instant::now() + self.limits.linger;
+        let mut bytes = first.bytes.len();
+        out.push(first);
+        loop {
+            if out.len() >= self.limits.max_events || bytes >= self.limits.max_bytes {
+                return Next::Batch;
+            }
+            // Whatever is already queued joins without waiting.
+            let frame = match self.rx.try_recv() {
+                Ok(f) => f,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Next::Batch,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if self.draining() || self.limits.linger.is_zero() {
+                        return Next::Batch;
+                    }
+                    tokio::select! {
+                        biased;
+                        f = self.recv() => match f {
+                            Some(f) => f,
+                            None => return Next::Batch,
+                        },
+                        () = tokio::time::sleep_until(deadline) => return Next::Batch,
+                    }
+                }
+            };
+            if bytes + frame.bytes.len() > self.limits.max_bytes {
+                self.held = Some(frame);
+                return Next::Batch;
+            }
+            bytes += frame.bytes.len();
+            out.push(frame);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::{NoStore, PartitionTracker};
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn frames(n: usize, size: usize) -> Vec<Frame> {
+        let t = PartitionTracker::new("t", 0, Arc::new(NoStore));
+        (0..n)
+            .map(|i| Frame {
+                bytes: Bytes::from(vec![b'x'; size]),
+                ack: t.dispatch(i as i64, 1).pop().unwrap(),
+                event_time_ms: None,
+            })
+            .collect()
+    }
+
+    fn batcher(
+        max_events: usize,
+        max_bytes: usize,
+        linger_ms: u64,
+    ) -> (mpsc::Sender<Frame>, Batcher, CancellationToken) {
+        let (tx, rx) = mpsc::channel(64);
+        let closing = CancellationToken::new();
+        let limits = Limits {
+            max_events,
+            max_bytes,
+            linger: Duration::from_millis(linger_ms),
+        };
+        (tx, Batcher::new(rx, limits, closing.clone()), closing)
+    }
+
+    #[tokio::test]
+    async fn batches_by_events_and_bytes() {
+        let (tx, mut b, _c) = batcher(4, 250, 5);
+        for f in frames(10, 100) {
+            tx.send(f).await.unwrap();
+        }
+        let mut out = Vec::new();
+        assert_eq!(b.next(&mut out, None).await, Next::Batch);
+        assert_eq!(out.len(), 2, "byte limit: 2 × 100 ≤ 250 < 3 × 100");
+        out.clear();
+        assert_eq!(b.next(&mut out, None).await, Next::Batch);
+        assert_eq!(out.len(), 2);
+        let (tx2, mut b2, _c2) = batcher(4, 1 << 20, 5);
+        for f in frames(10, 100) {
+            tx2.send(f).await.unwrap();
+        }
+        out.clear();
+        assert_eq!(b2.next(&mut out, None).await, Next::Batch);
+        assert_eq!(out.len(), 4, "event limit");
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn linger_closes_a_partial_batch_and_idle_returns() {
+        let (tx, mut b, _c) = batcher(100, 1 << 20, 5);
+        let mut fs = frames(2, 10);
+        tx.send(fs.remove(0)).await.unwrap();
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        assert_eq!(b.next(&mut out, None).await, Next::Batch);
+        assert_eq!(out.len(), 1);
+        assert!(t0.elapsed() >= Duration::from_millis(5));
+        out.clear();
+        assert_eq!(
+            b.next(&mut out, Some(Duration::from_millis(3))).await,
+            Next::Idle
+        );
+        drop(tx);
+        assert_eq!(b.next(&mut out, None).await, Next::Finished);
+    }
+
+    #[tokio::test]
+    async fn closing_flushes_queued_frames_without_linger() {
+        let (tx, mut b, closing) = batcher(100, 1 << 20, 1000);
+        for f in frames(3, 10) {
+            tx.send(f).await.unwrap();
+        }
+        closing.cancel();
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        assert_eq!(b.next(&mut out, None).await, Next::Batch);
+        assert_eq!(out.len(), 3);
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "no linger while closing"
+        );
+        assert!(
+            tx.try_send(frames(1, 1).pop().unwrap()).is_err(),
+            "closed queue refuses frames"
+        );
+        out.clear();
+        assert_eq!(b.next(&mut out, None).await, Next::Finished);
+    }
+}
