@@ -81,7 +81,30 @@ impl Receiver {
     /// # Errors
     /// When the listener cannot be bound.
     pub async fn tcp_on(addr: SocketAddr, split: Split) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        Self::start_tcp(TcpListener::bind(addr).await?, split, None)
+    }
+
+    /// A slow TCP receiver: a small receive buffer, and a pause after each read of at most
+    /// `chunk` bytes. It models a SIEM that cannot keep up.
+    ///
+    /// # Errors
+    /// When the listener cannot be bound.
+    pub async fn tcp_paced(split: Split, chunk: usize, pause: Duration) -> std::io::Result<Self> {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        sock.set_recv_buffer_size(chunk.max(4096))?;
+        let addr: SocketAddr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
+        sock.bind(&addr.into())?;
+        sock.listen(16)?;
+        sock.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(sock.into())?;
+        Self::start_tcp(listener, split, Some((chunk, pause)))
+    }
+
+    fn start_tcp(
+        listener: TcpListener,
+        split: Split,
+        pace: Option<(usize, Duration)>,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
@@ -89,7 +112,7 @@ impl Receiver {
             let conns = tokio_util::task::TaskTracker::new();
             while let Ok((stream, _)) = listener.accept().await {
                 s.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                conns.spawn(read_stream(stream, split, Arc::clone(&s)));
+                conns.spawn(read_stream(stream, split, pace, Arc::clone(&s)));
             }
         });
         Ok(Receiver { addr, shared, task })
@@ -135,15 +158,24 @@ impl Receiver {
     }
 }
 
-async fn read_stream(mut stream: TcpStream, split: Split, shared: Arc<Shared>) {
+async fn read_stream(
+    mut stream: TcpStream,
+    split: Split,
+    pace: Option<(usize, Duration)>,
+    shared: Arc<Shared>,
+) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; pace.map_or(64 * 1024, |(c, _)| c)];
     loop {
         while let Some(frame) = next_frame(&mut buf, split) {
             shared.push(frame);
         }
-        match stream.read_buf(&mut buf).await {
+        match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
-            Ok(_) => {}
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if let Some((_, pause)) = pace {
+            tokio::time::sleep(pause).await;
         }
     }
 }

@@ -1,0 +1,152 @@
+//! Shared pieces of the integration tests: the mock Kafka, sample events, receivers and a
+//! pipeline run that stops when told. Loopback only; every wait is bounded.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use plura_forwarder::config::{self, Config};
+use plura_forwarder::pipeline::{self, RunOptions};
+use plura_forwarder::sample;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const TOPICS: [&str; 3] = ["plura.detect", "plura.defense", "plura.usage"];
+pub const PARTITIONS: i32 = 3;
+
+/// The `[kafka]` and `[forwarder]` tables of a test config; destinations are appended.
+pub fn base_toml(brokers: &str, group: &str) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+[kafka.properties]
+"session.timeout.ms" = "6000"
+[forwarder]
+hostname = "fwd-test"
+commit_interval_ms = 100
+shutdown_grace_s = 5
+[admin]
+listen = "127.0.0.1:0"
+"#
+    )
+}
+
+pub fn config(toml: &str) -> Config {
+    match config::from_toml_str(toml) {
+        Ok(c) => c,
+        Err(e) => panic!("test config refused:\n{e}\n{toml}"),
+    }
+}
+
+/// Sample events `seqs`, as (seq, JSON).
+pub fn samples(seqs: std::ops::Range<u64>) -> Vec<(u64, Value)> {
+    sample::events(seqs.end as usize, 120).filter(|(s, _)| seqs.contains(s)).collect()
+}
+
+/// Produces each event to `plura.<logType>`, keyed by its group, and waits for every ack.
+pub async fn produce(brokers: &str, events: &[(u64, Value)]) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let mut futs = Vec::new();
+    for (_, ev) in events {
+        let payload = serde_json::to_vec(ev).unwrap();
+        let topic = format!("plura.{}", ev["logType"].as_str().unwrap());
+        let key = ev["groupId"].as_str().unwrap().to_owned();
+        let rec = FutureRecord::to(&topic).payload(&payload).key(&key);
+        futs.push(p.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
+    }
+    for f in futs {
+        f.await.expect("delivery future").expect("produced");
+    }
+}
+
+/// Produces raw payloads to one partition of a topic (one key), in order.
+pub async fn produce_raw(brokers: &str, topic: &str, payloads: &[&[u8]]) {
+    let p: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    for payload in payloads {
+        p.send(FutureRecord::<[u8], [u8]>::to(topic).payload(payload).key(b"one-partition"), Duration::from_secs(5))
+            .await
+            .expect("produced");
+    }
+}
+
+/// Runs the pipeline until `until` resolves, then stops it and waits for the drain.
+pub async fn run_until<F: std::future::Future<Output = ()>>(cfg: Config, until: F) {
+    let stop = CancellationToken::new();
+    let run = pipeline::run(cfg, RunOptions { shutdown: stop.clone(), on_start: None });
+    let stopper = async {
+        until.await;
+        stop.cancel();
+    };
+    let (result, ()) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(run, stopper)
+    })
+    .await
+    .expect("pipeline run bounded in time");
+    result.expect("pipeline run");
+}
+
+/// The mock cluster silently drops old data beyond 5 MiB per partition: check that nothing
+/// the test counts on was deleted (every partition still starts at offset 0) and return the
+/// high watermarks.
+pub fn assert_nothing_deleted(brokers: &str) -> BTreeMap<(String, i32), i64> {
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("consumer");
+    let mut highs = BTreeMap::new();
+    for t in TOPICS {
+        for p in 0..PARTITIONS {
+            let (low, high) =
+                c.fetch_watermarks(t, p, Duration::from_secs(5)).expect("watermarks");
+            assert_eq!(low, 0, "{t}/{p}: the mock cluster deleted data; the test would count on lost events");
+            highs.insert((t.to_owned(), p), high);
+        }
+    }
+    highs
+}
+
+/// The group's committed offsets for every partition (`None` = nothing committed).
+pub fn committed(brokers: &str, group: &str) -> BTreeMap<(String, i32), Option<i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for t in TOPICS {
+        for p in 0..PARTITIONS {
+            tpl.add_partition(t, p);
+        }
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(5)).expect("committed offsets");
+    let out = got
+        .elements()
+        .iter()
+        .map(|e| {
+            let o = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            ((e.topic().to_owned(), e.partition()), o)
+        })
+        .collect();
+    // The list holds references into the client: drop it first (librdkafka's destroy waits).
+    drop(got);
+    out
+}
+
+/// The sample sequence number a frame carries in its raw log (`…?id=<seq> HTTP/1.1`).
+pub fn seq_of(frame: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(frame);
+    let at = text.find("?id=")? + 4;
+    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
