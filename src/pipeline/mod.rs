@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use metrics::Counter;
 
 use crate::ack::{Ack, PartitionTracker};
 use crate::event::{decode, DecodeOptions};
@@ -48,6 +49,30 @@ pub struct Destination {
     renderer: usize,
     /// The sink task.
     pub sink: SinkHandle,
+    /// Counters registered once, so that the per-event path neither allocates nor looks up.
+    counters: DestinationCounters,
+}
+
+struct DestinationCounters {
+    routed: Counter,
+    filtered: Counter,
+    dropped_oversize: Counter,
+    truncated: Counter,
+}
+
+impl DestinationCounters {
+    fn new(name: &str) -> Self {
+        let d = || ("destination", name.to_owned());
+        DestinationCounters {
+            routed: metrics::counter!(m::EVENTS_ROUTED_TOTAL, &[d()]),
+            filtered: metrics::counter!(m::EVENTS_FILTERED_TOTAL, &[d()]),
+            dropped_oversize: metrics::counter!(
+                m::EVENTS_DROPPED_TOTAL,
+                &[d(), ("reason", "oversize".to_owned())]
+            ),
+            truncated: metrics::counter!(m::EVENTS_TRUNCATED_TOTAL, &[d()]),
+        }
+    }
 }
 
 /// Decode options per topic, resolved once.
@@ -81,6 +106,8 @@ pub struct Pipeline {
     acks: Vec<Ack>,
     buf: BytesMut,
     throttle: Throttle,
+    /// `events_consumed_total` per topic, registered on first use.
+    consumed: Vec<(String, Counter)>,
 }
 
 /// What happened to one message (for tests and the demo's summary).
@@ -115,7 +142,9 @@ impl Pipeline {
                     renderers.len() - 1
                 }
             };
-            dests.push(Destination { name: sink.name().to_owned(), renderer: idx, sink });
+            let name = sink.name().to_owned();
+            let counters = DestinationCounters::new(&name);
+            dests.push(Destination { name, renderer: idx, sink, counters });
         }
         let n = dests.len();
         Pipeline {
@@ -129,7 +158,20 @@ impl Pipeline {
             acks: Vec::with_capacity(n),
             buf: BytesMut::with_capacity(64 * 1024),
             throttle: Throttle::new(Duration::from_secs(60)),
+            consumed: Vec::new(),
         }
+    }
+
+    fn consumed_counter(&mut self, topic: &str) -> &Counter {
+        let i = match self.consumed.iter().position(|(t, _)| t == topic) {
+            Some(i) => i,
+            None => {
+                let c = metrics::counter!(m::EVENTS_CONSUMED_TOTAL, "topic" => topic.to_owned());
+                self.consumed.push((topic.to_owned(), c));
+                self.consumed.len() - 1
+            }
+        };
+        &self.consumed[i].1
     }
 
     /// The destinations, in config order.
@@ -144,7 +186,7 @@ impl Pipeline {
 
     /// Handles one message: waits while a destination's queue is full (backpressure).
     pub async fn handle(&mut self, input: Input<'_>, tracker: &Arc<PartitionTracker>) -> Handled {
-        metrics::counter!(m::EVENTS_CONSUMED_TOTAL, "topic" => input.topic.to_owned()).increment(1);
+        self.consumed_counter(input.topic).increment(1);
         let payload = input.payload.unwrap_or_default();
         let origin = Origin { topic: input.topic, partition: input.partition, offset: input.offset };
         let opts = self.topics.for_topic(input.topic);
@@ -179,14 +221,13 @@ impl Pipeline {
             match decision {
                 Decision::OutOfScope => continue,
                 Decision::Filtered => {
-                    metrics::counter!(m::EVENTS_FILTERED_TOTAL, "destination" => dest.name.clone())
-                        .increment(1);
+                    dest.counters.filtered.increment(1);
                     continue;
                 }
                 Decision::Routed => {}
             }
             let Some(ack) = self.acks.pop() else { break };
-            metrics::counter!(m::EVENTS_ROUTED_TOTAL, "destination" => dest.name.clone()).increment(1);
+            dest.counters.routed.increment(1);
             let (outcome, bytes) = self.frames[dest.renderer]
                 .get_or_insert_with(|| {
                     if self.buf.capacity() < 16 * 1024 {
@@ -198,14 +239,12 @@ impl Pipeline {
                 .clone();
             match outcome {
                 Rendered::Oversize => {
-                    metrics::counter!(m::EVENTS_DROPPED_TOTAL, "destination" => dest.name.clone(), "reason" => "oversize")
-                        .increment(1);
+                    dest.counters.dropped_oversize.increment(1);
                     self.dead_letter.send(payload, input.key, "oversize", origin, Some(&dest.name), ack);
                 }
                 Rendered::Ok | Rendered::Truncated => {
                     if outcome == Rendered::Truncated {
-                        metrics::counter!(m::EVENTS_TRUNCATED_TOTAL, "destination" => dest.name.clone())
-                            .increment(1);
+                        dest.counters.truncated.increment(1);
                     }
                     let frame = Frame { bytes, ack, event_time_ms: input.timestamp_ms };
                     if let Err(frame) = dest.sink.send(frame).await {
