@@ -150,6 +150,8 @@ pub struct SettingsInput {
     pub procid: Option<String>,
     pub msgid: Option<String>,
     pub sd_id: Option<String>,
+    /// formats.md §4 spelling of `sd_id`: `structured_data = { sd_id = "name@PEN" }`.
+    pub structured_data: Option<StructuredDataInput>,
     pub tag_colon: Option<bool>,
     pub cef_header: Option<CefHeader>,
     pub cef_tag: Option<bool>,
@@ -159,6 +161,14 @@ pub struct SettingsInput {
     pub include_compliance: Option<bool>,
     pub max_message_bytes: Option<i64>,
     pub on_oversize: Option<OnOversize>,
+}
+
+/// The `structured_data` table (formats.md §4); the same as the flat `sd_id` key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StructuredDataInput {
+    /// `name@<IANA enterprise number>`.
+    pub sd_id: Option<String>,
 }
 
 /// Checked, complete rendering settings. Equal settings render equal bytes, so the pipeline
@@ -380,15 +390,31 @@ impl SettingsInput {
                 MsgId::Fixed(m.to_owned())
             }
         };
-        let sd_id = match self.sd_id.as_deref() {
+        let nested = self
+            .structured_data
+            .as_ref()
+            .and_then(|t| t.sd_id.as_deref());
+        let sd_id = match (self.sd_id.as_deref(), nested) {
+            (Some(a), Some(b)) if a != b => {
+                return err(format!(
+                    "sd_id {a:?} and structured_data.sd_id {b:?} disagree; set one of them"
+                ))
+            }
+            (a, b) => a.or(b),
+        };
+        let sd_id = match sd_id {
             None | Some("") => None,
             Some(s) => {
                 check_sd_id(s)?;
                 Some(s.to_owned())
             }
         };
+        let cef_header = self.cef_header.unwrap_or(CefHeader::Rfc3164);
+        // D15: RFC 3164 §4.1 limits a packet with an RFC 3164 header to 1024 bytes.
+        let rfc3164_prefix = format == Format::Rfc3164
+            || (format == Format::Cef && cef_header == CefHeader::Rfc3164);
         let default_max = match protocol {
-            Protocol::Udp if matches!(format, Format::Rfc3164 | Format::Cef) => 1024,
+            Protocol::Udp if rfc3164_prefix => 1024,
             Protocol::Udp => 2048,
             _ => 65_536,
         };
@@ -425,7 +451,7 @@ impl SettingsInput {
             msgid,
             sd_id,
             tag_colon: self.tag_colon.unwrap_or(false),
-            cef_header: self.cef_header.unwrap_or(CefHeader::Rfc3164),
+            cef_header,
             cef_tag: self.cef_tag.unwrap_or(true),
             cef_labels: self.cef_labels.unwrap_or(false),
             cef_time: self.cef_time.unwrap_or(CefTime::Plura),
