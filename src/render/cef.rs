@@ -70,17 +70,15 @@ struct Ext<'d> {
 }
 
 impl Ext<'_> {
-    fn key(&mut self, key: &str) {
-        if !self.first {
-            self.dst.put_u8(b' ');
-        }
+    /// `key` is written ` name=`; the first pair drops the SP.
+    fn key(&mut self, key: &'static str) {
+        let k = key.as_bytes();
+        self.dst.put_slice(if self.first { &k[1..] } else { k });
         self.first = false;
-        self.dst.put_slice(key.as_bytes());
-        self.dst.put_u8(b'=');
     }
 
     /// `csNLabel=text` right before its field when `cef_labels` is on (D12).
-    fn label(&mut self, label_key: &str, text: &str) {
+    fn label(&mut self, label_key: &'static str, text: &str) {
         if self.opts.labels {
             self.key(label_key);
             self.dst.put_slice(text.as_bytes());
@@ -96,7 +94,7 @@ impl Ext<'_> {
     }
 
     /// A String key: the escaped value cut to `max` characters, or `-`.
-    fn string(&mut self, key: &str, v: Option<&str>, max: usize) {
+    fn string(&mut self, key: &'static str, v: Option<&str>, max: usize) {
         self.key(key);
         self.value(&[v.unwrap_or("-")], max);
     }
@@ -113,15 +111,15 @@ impl Ext<'_> {
     }
 
     /// An IP address key: exactly one IPv4 or IPv6 address, else left out.
-    fn ip(&mut self, key: &str, v: Option<&str>) {
-        if let Some(s) = v.filter(|s| s.parse::<IpAddr>().is_ok()) {
+    fn ip(&mut self, key: &'static str, v: Option<&str>) {
+        if let Some(s) = v.filter(|s| is_ip(s)) {
             self.key(key);
             self.dst.put_slice(s.as_bytes());
         }
     }
 
     /// An Integer key (`in`, `out`): digits only, else left out.
-    fn int(&mut self, key: &str, v: Option<&str>) {
+    fn int(&mut self, key: &'static str, v: Option<&str>) {
         let n = v
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse::<u64>().ok());
@@ -141,8 +139,8 @@ impl Ext<'_> {
             })
             .and_then(|s| s.parse::<i64>().ok());
         if let Some(n) = n {
-            self.label("cn1Label", "detectRatio");
-            self.key("cn1");
+            self.label(" cn1Label=", "detectRatio");
+            self.key(" cn1=");
             put_i64(self.dst, n);
         }
     }
@@ -151,13 +149,13 @@ impl Ext<'_> {
         let Some(us) = event_time_us(ev) else { return };
         match self.opts.time {
             CefTime::EpochMs => {
-                self.key("end");
+                self.key(" end=");
                 put_epoch_ms(self.dst, us);
             }
             CefTime::Plura => {
                 let c = zone.civil(us);
                 if (0..=9999).contains(&c.year) {
-                    self.key("end");
+                    self.key(" end=");
                     put_cef_plura(self.dst, &c);
                 }
             }
@@ -165,9 +163,43 @@ impl Ext<'_> {
     }
 }
 
-const CS: [&str; 7] = ["", "cs1", "cs2", "cs3", "cs4", "cs5", "cs6"];
+/// Exactly one IPv4 or IPv6 address, as `IpAddr`'s parser reads it; dotted quads (the
+/// common case) are checked without it.
+fn is_ip(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.contains(&b':') {
+        return s.parse::<IpAddr>().is_ok();
+    }
+    // One pass over a dotted quad: 1..3 digits per part, <= 255, no leading zero.
+    let (mut dots, mut val, mut len) = (0, 0u32, 0);
+    for &c in b {
+        match c {
+            b'0'..=b'9' => {
+                if len == 1 && val == 0 {
+                    return false;
+                }
+                val = val * 10 + u32::from(c - b'0');
+                len += 1;
+                if len > 3 || val > 255 {
+                    return false;
+                }
+            }
+            b'.' if len > 0 && dots < 3 => (dots, val, len) = (dots + 1, 0, 0),
+            _ => return false,
+        }
+    }
+    dots == 3 && len > 0
+}
+
+const CS: [&str; 7] = ["", " cs1=", " cs2=", " cs3=", " cs4=", " cs5=", " cs6="];
 const CS_LABEL: [&str; 7] = [
-    "", "cs1Label", "cs2Label", "cs3Label", "cs4Label", "cs5Label", "cs6Label",
+    "",
+    " cs1Label=",
+    " cs2Label=",
+    " cs3Label=",
+    " cs4Label=",
+    " cs5Label=",
+    " cs6Label=",
 ];
 
 /// Appends the CEF message (header and extension) for `ev` in `layout`.
@@ -221,31 +253,31 @@ pub(crate) fn put_cef(
             x.cs(3, "logReferer", t(F::LogReferer));
             x.cs(4, "logRequestBody", t(F::LogRequestBody));
             x.cs(5, "filterCategoryName", t(F::FilterCategoryName));
-            x.string("Name", t(F::FilterName), usize::MAX);
-            x.string("request", t(F::LogUri), 1023);
-            x.ip("src", t(F::DetectIp));
-            x.ip("dvc", t(F::ServerIp));
-            x.string("dvchost", t(F::ServerName), 100);
-            x.string("dhost", t(F::LogHost), 1023);
-            x.string("requestMethod", t(F::LogMethod), 1023);
-            x.string("requestCookies", t(F::LogCookie), 1023);
-            x.string("requestClientApplication", t(F::LogUserAgent), 1023);
-            x.string("categoryOutcome", t(F::LogStatus), usize::MAX);
-            x.string("requestContext", t(F::LogRequestContentType), 2048);
-            x.ip("sourceTranslatedAddress", t(F::LogXForwardedFor));
+            x.string(" Name=", t(F::FilterName), usize::MAX);
+            x.string(" request=", t(F::LogUri), 1023);
+            x.ip(" src=", t(F::DetectIp));
+            x.ip(" dvc=", t(F::ServerIp));
+            x.string(" dvchost=", t(F::ServerName), 100);
+            x.string(" dhost=", t(F::LogHost), 1023);
+            x.string(" requestMethod=", t(F::LogMethod), 1023);
+            x.string(" requestCookies=", t(F::LogCookie), 1023);
+            x.string(" requestClientApplication=", t(F::LogUserAgent), 1023);
+            x.string(" categoryOutcome=", t(F::LogStatus), usize::MAX);
+            x.string(" requestContext=", t(F::LogRequestContentType), 2048);
+            x.ip(" sourceTranslatedAddress=", t(F::LogXForwardedFor));
             match t(F::LogBlocked) {
                 Some("1" | "true") => {
-                    x.key("act");
+                    x.key(" act=");
                     x.dst.put_slice(b"BLOCK");
                 }
                 Some("0" | "false") => {
-                    x.key("act");
+                    x.key(" act=");
                     x.dst.put_slice(b"DETECT");
                 }
                 _ => {}
             }
-            x.int("in", t(F::LogRequestContentLength));
-            x.int("out", t(F::LogResponseContentLength));
+            x.int(" in=", t(F::LogRequestContentLength));
+            x.int(" out=", t(F::LogResponseContentLength));
         }
         _ => {
             if layout == Layout::Mitre {
@@ -267,9 +299,9 @@ pub(crate) fn put_cef(
                 Layout::Mitre => x.cs(3, "mitrePlatformName", t(F::MitrePlatformName)),
                 _ => {}
             }
-            x.ip("src", t(F::DetectIp));
-            x.ip("dvc", t(F::ServerIp));
-            x.string("dvchost", t(F::ServerName), 100);
+            x.ip(" src=", t(F::DetectIp));
+            x.ip(" dvc=", t(F::ServerIp));
+            x.string(" dvchost=", t(F::ServerName), 100);
         }
     }
     if opts.raw_log {
@@ -303,6 +335,31 @@ mod tests {
         raw_log: false,
         time: CefTime::Plura,
     };
+
+    #[test]
+    fn ip_check_agrees_with_std() {
+        for s in [
+            "1.2.3.4",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "0.0.0.0",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..3.4",
+            "",
+            "::1",
+            "fe80::1%eth0",
+            "1.2.3.4 ",
+            "a.b.c.d",
+            "203.0.113.7, 10.0.0.1",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+            "1.2.3.04",
+        ] {
+            assert_eq!(is_ip(s), s.parse::<IpAddr>().is_ok(), "{s:?}");
+        }
+    }
 
     #[test]
     fn severity_rules() {

@@ -27,17 +27,56 @@ fn special<const M: u8>(b: u8) -> bool {
         }
 }
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero when some byte of `x` equals `b` (exact as an "any" test).
+#[inline(always)]
+fn has_byte(x: u64, b: u8) -> u64 {
+    let y = x ^ (LO * u64::from(b));
+    y.wrapping_sub(LO) & !y & HI
+}
+
+/// Non-zero when some byte of `x` could be special in mode `M`: eight bytes per test, since
+/// most of a value is plain text.
+#[inline(always)]
+fn maybe_special<const M: u8>(x: u64) -> u64 {
+    let ctl = x.wrapping_sub(LO * 0x20) & !x & HI; // a byte < 0x20 (TAB too: checked per byte)
+    let base = ctl | has_byte(x, 0x7f);
+    match M {
+        SD => base | has_byte(x, b'"') | has_byte(x, b'\\') | has_byte(x, b']'),
+        CEF_HEAD => base | has_byte(x, b'\\') | has_byte(x, b'|'),
+        CEF_EXT | CEF_EXT_SPACE => base | has_byte(x, b'\\') | has_byte(x, b'='),
+        _ => base,
+    }
+}
+
+/// Index of the first special byte of `b` at or after `i`, or `b.len()`.
+#[inline(always)]
+fn next_special<const M: u8>(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if maybe_special::<M>(x) != 0 {
+            if let Some(j) = chunk.iter().position(|&c| special::<M>(c)) {
+                return i + j;
+            }
+        }
+        i += 8;
+    }
+    b[i..]
+        .iter()
+        .position(|&c| special::<M>(c))
+        .map_or(b.len(), |j| i + j)
+}
+
 /// Appends `s` escaped for mode `M`.
 pub(crate) fn put<const M: u8>(dst: &mut BytesMut, s: &str) {
     let b = s.as_bytes();
-    let (mut start, mut i) = (0, 0);
-    while i < b.len() {
-        let c = b[i];
-        if !special::<M>(c) {
-            i += 1;
-            continue;
-        }
+    let mut start = 0;
+    loop {
+        let mut i = next_special::<M>(b, start);
         dst.put_slice(&b[start..i]);
+        let Some(&c) = b.get(i) else { return };
         i += 1;
         match c {
             b'\r' if M == CEF_EXT => dst.put_slice(b"\\r"),
@@ -56,7 +95,6 @@ pub(crate) fn put<const M: u8>(dst: &mut BytesMut, s: &str) {
         }
         start = i;
     }
-    dst.put_slice(&b[start..]);
 }
 
 /// The first `max` characters of `s` (CEF dictionary lengths count characters).
@@ -134,6 +172,29 @@ mod tests {
         assert_eq!(esc::<CEF_EXT>("a=b\\c|d\r\ne\n"), r"a\=b\\c|d\r\ne\n");
         assert_eq!(esc::<CEF_EXT_SPACE>("a=b\r\nc\rd"), r"a\=b c d");
         assert_eq!(esc::<CEF_EXT>("\x01"), "#001");
+    }
+
+    #[test]
+    fn chunked_scan_matches_bytewise_scan() {
+        // Specials at every position of 8-byte chunks, behind ASCII and Hangul.
+        for pad in 0..20 {
+            for sp in ["=", "\\", "|", "\"", "]", "\n", "\r\n", "\0", "\x7f", "\t"] {
+                let s = format!("{}{sp}{}", "a".repeat(pad), "한".repeat(pad % 5));
+                let slow: String = s
+                    .chars()
+                    .flat_map(|c| match c {
+                        '=' => vec!['\\', '='],
+                        '\\' => vec!['\\', '\\'],
+                        '\n' => vec!['\\', 'n'],
+                        '\r' => vec!['\\', 'r'],
+                        '\0' => "#000".chars().collect(),
+                        '\x7f' => "#177".chars().collect(),
+                        c => vec![c],
+                    })
+                    .collect();
+                assert_eq!(esc::<CEF_EXT>(&s), slow, "{s:?}");
+            }
+        }
     }
 
     #[test]

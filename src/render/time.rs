@@ -53,13 +53,18 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Breaks `us` (µs since the epoch) down in a zone `offset` seconds east of UTC.
+#[cfg(test)]
 pub(crate) fn civil(us: i64, offset: i32) -> Civil {
+    civil_with(us, offset, civil_from_days)
+}
+
+fn civil_with(us: i64, offset: i32, date: impl FnOnce(i64) -> (i64, u32, u32)) -> Civil {
     let local = us.saturating_add(i64::from(offset) * 1_000_000);
     let secs = local.div_euclid(1_000_000);
     let micros = local.rem_euclid(1_000_000) as u32;
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = date(days);
     Civil {
         year,
         month,
@@ -83,6 +88,9 @@ pub(crate) struct Zone {
     /// Direct-mapped: (15-minute bucket << 20) | (offset + 2^19). Zone transitions fall on
     /// 15-minute UTC boundaries, so one bucket has one offset.
     cache: [AtomicU64; SLOTS],
+    /// Day number → date, `(days as u32) << 32 | year << 16 | month << 8 | day`, two slots
+    /// (send day and event day): the date arithmetic is the costly part of a stamp.
+    dates: [AtomicU64; 2],
 }
 
 impl Zone {
@@ -90,6 +98,7 @@ impl Zone {
         Zone {
             tz,
             cache: std::array::from_fn(|_| AtomicU64::new(EMPTY)),
+            dates: std::array::from_fn(|_| AtomicU64::new(EMPTY)),
         }
     }
 
@@ -125,7 +134,28 @@ impl Zone {
     }
 
     pub(crate) fn civil(&self, us: i64) -> Civil {
-        civil(us, self.offset_at(us))
+        civil_with(us, self.offset_at(us), |days| self.date(days))
+    }
+
+    fn date(&self, days: i64) -> (i64, u32, u32) {
+        let slot = &self.dates[(days & 1) as usize];
+        let v = slot.load(Ordering::Relaxed);
+        if v != EMPTY && (v >> 32) as u32 == days as u32 && i64::from(days as i32) == days {
+            return (
+                ((v >> 16) & 0xFFFF) as i64,
+                ((v >> 8) & 0xFF) as u32,
+                (v & 0xFF) as u32,
+            );
+        }
+        let (y, m, d) = civil_from_days(days);
+        if (0..=0xFFFF).contains(&y) && i64::from(days as i32) == days {
+            let packed = (u64::from(days as u32) << 32)
+                | ((y as u64) << 16)
+                | (u64::from(m) << 8)
+                | u64::from(d);
+            slot.store(packed, Ordering::Relaxed);
+        }
+        (y, m, d)
     }
 }
 
@@ -392,5 +422,22 @@ mod tests {
             assert_eq!(z.offset_at(us), want, "cached");
         }
         assert_eq!(Zone::new(Tz::Fixed(-3600)).offset_at(0), -3600);
+    }
+
+    #[test]
+    fn date_cache_matches_arithmetic() {
+        let z = Zone::new(Tz::Utc);
+        for us in [
+            0i64,
+            -1,
+            86_399_999_999,
+            86_400_000_000,
+            1_655_349_521_000_000,
+            i64::MIN / 2,
+        ] {
+            for _ in 0..2 {
+                assert_eq!(z.civil(us), civil(us, 0), "{us}");
+            }
+        }
     }
 }
