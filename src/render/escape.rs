@@ -123,11 +123,12 @@ pub(crate) fn printusascii(s: &str, max: usize) -> String {
     }
 }
 
-/// RFC 3164 TAG: ASCII letters and digits only, at most 32 (formats.md §1.2, V08).
+/// RFC 3164 TAG: app_name without its non-alphanumeric characters, at most 32 (formats.md
+/// §1.2, V08). Letters of other scripts (Hangul) are alphanumeric and stay.
 pub(crate) fn tag3164(app_name: &str) -> String {
     let tag: String = app_name
         .chars()
-        .filter(char::is_ascii_alphanumeric)
+        .filter(|c| c.is_alphanumeric())
         .take(32)
         .collect();
     // An empty TAG would let the text's first word be read as the TAG.
@@ -207,6 +208,7 @@ mod tests {
         assert_eq!(printusascii("abcdef", 3), "abc");
         assert_eq!(tag3164("plura-agent_01"), "pluraagent01");
         assert_eq!(tag3164(&"a".repeat(40)).len(), 32);
-        assert_eq!(tag3164("보안"), "Plura");
+        assert_eq!(tag3164("Plura 보안"), "Plura보안");
+        assert_eq!(tag3164("-_ .:"), "Plura");
     }
 }

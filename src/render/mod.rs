@@ -226,3 +226,6 @@ impl Renderer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -488,6 +488,23 @@ impl RenderSettings {
         if self.sd_id.as_deref().is_some_and(|s| s.ends_with("@32473")) {
             w.push("sd_id uses 32473, the documentation enterprise number (RFC 5612); register a real one".into());
         }
+        if self.format != Format::Cef
+            && (self.cef_header != CefHeader::Rfc3164
+                || !self.cef_tag
+                || self.cef_labels
+                || self.cef_time != CefTime::Plura)
+        {
+            w.push(
+                "cef_header, cef_tag, cef_labels and cef_time apply to format = \"cef\" only"
+                    .into(),
+            );
+        }
+        if self.sd_id.is_some()
+            && (self.format == Format::Rfc3164
+                || (self.format == Format::Cef && self.cef_header != CefHeader::Rfc5424))
+        {
+            w.push("sd_id applies to an RFC 5424 header only; this destination writes none".into());
+        }
         if self.bom == Bom::Never && matches!(self.format, Format::Rfc5424 | Format::Rfc5425) {
             w.push("bom = \"never\" breaks RFC 5424 §6.4 for UTF-8 messages".into());
         }
