@@ -226,6 +226,63 @@ fn parse_cef(s: &str) -> Result<Cef, String> {
     Ok((fields, pairs))
 }
 
+/// An independent reader of the one SD-ELEMENT after the six RFC 5424 header fields:
+/// `[id name="value" ...]` with exactly `\"`, `\\`, `\]` escaped. Returns the params and
+/// the rest of the message after the SP that follows SD.
+fn parse_sd(msg: &str) -> Result<(Vec<(String, String)>, &str), String> {
+    let mut rest = msg;
+    for _ in 0..6 {
+        let sp = rest.find(' ').ok_or("short header")?;
+        rest = &rest[sp + 1..];
+    }
+    let body = rest.strip_prefix('[').ok_or("no SD element")?;
+    let mut params = Vec::new();
+    let mut cs = body.char_indices().peekable();
+    // SD-ID up to the first SP or ']'.
+    while let Some(&(_, c)) = cs.peek() {
+        if c == ' ' || c == ']' {
+            break;
+        }
+        cs.next();
+    }
+    loop {
+        match cs.next() {
+            Some((i, ']')) => {
+                let after = &body[i + 1..];
+                return Ok((params, after.strip_prefix(' ').ok_or("no SP after SD")?));
+            }
+            Some((_, ' ')) => {}
+            other => return Err(format!("expected SP or ] got {other:?}")),
+        }
+        let mut name = String::new();
+        loop {
+            match cs.next() {
+                Some((_, '=')) => break,
+                Some((_, c @ ('"' | ']' | ' '))) => return Err(format!("bad name char {c:?}")),
+                Some((_, c)) => name.push(c),
+                None => return Err("eof in name".into()),
+            }
+        }
+        if cs.next().map(|(_, c)| c) != Some('"') {
+            return Err("no opening quote".into());
+        }
+        let mut value = String::new();
+        loop {
+            match cs.next() {
+                Some((_, '\\')) => match cs.next() {
+                    Some((_, c @ ('"' | '\\' | ']'))) => value.push(c),
+                    other => return Err(format!("bad SD escape {other:?}")),
+                },
+                Some((_, '"')) => break,
+                Some((_, ']')) => return Err("unescaped ]".into()),
+                Some((_, c)) => value.push(c),
+                None => return Err("eof in value".into()),
+            }
+        }
+        params.push((name, value));
+    }
+}
+
 /// What a value becomes after the character rules of §1.8 for a CEF extension value.
 fn expect_cef_value(s: &str, space: bool, max_chars: usize) -> String {
     let cut: String = s.chars().take(max_chars).collect();
@@ -278,8 +335,25 @@ proptest! {
             prop_assert!(b >= 0x20 || b == b'\t' || b == b'\n', "raw control {b:#04x}");
             prop_assert!(b != 0x7f, "raw DEL");
         }
-        // Check the CEF escapes round-trip whenever the message was not cut.
         let text = text.unwrap();
+        // SD values round-trip through an independent reader (RFC 5424 header, SD on).
+        let rfc5424 = s["format"] == "rfc5424" || s["format"] == "rfc5425"
+            || (s["format"] == "cef" && s["cef_header"] == "rfc5424");
+        if rfc5424 && s.get("sd_id").is_some() && outcome == Rendered::Ok {
+            let parsed = parse_sd(text);
+            prop_assert!(parsed.is_ok(), "{:?} in {:?}", parsed.err(), text);
+            let (params, _) = parsed.unwrap();
+            prop_assert_eq!(&params[0], &("logType".to_owned(), ev.log_type.name().to_owned()));
+            for (name, got) in &params[2..] {
+                let want = match name.as_str() {
+                    "eventName" => ev.event_name(),
+                    "serviceName" => ev.service_name(),
+                    n => ev.text(plura_forwarder::event::Field::from_name(n).unwrap()).unwrap(),
+                };
+                prop_assert_eq!(got, &expect_cef_value(want, true, usize::MAX), "{}", name);
+            }
+        }
+        // Check the CEF escapes round-trip whenever the message was not cut.
         if s["format"] == "cef" && outcome == Rendered::Ok {
             let at = text.find("CEF:0|").expect("CEF:0|");
             let body = text[at..].trim_start_matches('\u{FEFF}');
@@ -299,6 +373,19 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn the_sd_reader_rejects_what_it_should() {
+    let ok = parse_sd(r#"<1>1 - h a - - [x@1 a="1\"\\\]" b="="] msg"#).unwrap();
+    assert_eq!(
+        ok.0,
+        vec![("a".into(), "1\"\\]".into()), ("b".into(), "=".into())]
+    );
+    assert_eq!(ok.1, "msg");
+    assert!(parse_sd(r#"<1>1 - h a - - [x@1 a="1"b"] m"#).is_err());
+    assert!(parse_sd(r#"<1>1 - h a - - [x@1 a="1]"] m"#).is_err());
+    assert!(parse_sd(r#"<1>1 - h a - - [x@1 a="\n"] m"#).is_err());
 }
 
 #[test]
