@@ -152,7 +152,8 @@ fn unframe(frame: &[u8], framing: Option<Framing>) -> Result<&[u8], TestCaseErro
 /// An independent CEF reader: header fields split on unescaped `|` (escapes `\|`, `\\`),
 /// extension split at `key=` (every `=` in a value is escaped), values unescaped with exactly
 /// `\\`, `\=`, `\n`, `\r`. Returns (header fields, extension pairs).
-type Cef = (Vec<String>, Vec<(String, String)>);
+type Params = Vec<(String, String)>;
+type Cef = (Vec<String>, Params);
 
 fn parse_cef(s: &str) -> Result<Cef, String> {
     let s = s.strip_prefix("CEF:").ok_or("no CEF:")?;
@@ -229,7 +230,7 @@ fn parse_cef(s: &str) -> Result<Cef, String> {
 /// An independent reader of the one SD-ELEMENT after the six RFC 5424 header fields:
 /// `[id name="value" ...]` with exactly `\"`, `\\`, `\]` escaped. Returns the params and
 /// the rest of the message after the SP that follows SD.
-fn parse_sd(msg: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_sd(msg: &str) -> Result<(Params, &str), String> {
     let mut rest = msg;
     for _ in 0..6 {
         let sp = rest.find(' ').ok_or("short header")?;
