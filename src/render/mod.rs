@@ -6,6 +6,19 @@
 //!
 //! `include_compliance` is accepted but adds nothing yet: compliance controls are added to
 //! the output when the compliance module lands.
+//!
+//! Where formats.md is silent, the renderer does what an operator would expect:
+//! - the RFC 5424 header is the same for PLURA text and for CEF (`cef_header = "rfc5424"`):
+//!   `msgid`, `procid` and `sd_id` apply to both;
+//! - `tag_colon` also applies to the TAG before `CEF:0` in an RFC 3164 prefix;
+//! - an RFC 3164 HOSTNAME is sanitised like an RFC 5424 one (`-` when there is none), and a
+//!   TAG left empty by sanitising becomes `Plura`;
+//! - a CRLF inside a CEF value with `newline = space` is one SP, as in TEXT;
+//! - `end` is left out when `registerDate` is present but unreadable (no silent fallback to
+//!   the Kafka time), and used from the Kafka timestamp when `registerDate` is absent;
+//! - MITRE without a technique id prints `-` for the technique (no sub-technique alone);
+//! - a header longer than `max_message_bytes` on its own (possible only with very long
+//!   configured names) is cut like the rest: headers are ASCII, so the cut is still UTF-8.
 
 mod cef;
 mod escape;

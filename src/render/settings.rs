@@ -575,6 +575,28 @@ mod tests {
     }
 
     #[test]
+    fn structured_data_table_and_rfc3164_udp_default() {
+        let s = build("structured_data = { sd_id = \"plura@32473\" }").unwrap();
+        assert_eq!(s.sd_id.as_deref(), Some("plura@32473"));
+        assert!(
+            build("sd_id = \"a@1\"\nstructured_data = { sd_id = \"b@1\" }")
+                .unwrap_err()
+                .0
+                .contains("disagree")
+        );
+        assert!(build("structured_data = { sd_id = \"plura\" }").is_err());
+        assert_eq!(
+            build("format = \"rfc3164\"").unwrap().max_message_bytes,
+            1024
+        );
+        let cef5424 = build("format = \"cef\"\ncef_header = \"rfc5424\"").unwrap();
+        assert_eq!(cef5424.max_message_bytes, 2048);
+        assert!(cef5424.warnings().is_empty());
+        let odd = build("format = \"rfc3164\"\ncef_labels = true\nsd_id = \"p@1\"").unwrap();
+        assert_eq!(odd.warnings().len(), 2, "{:?}", odd.warnings());
+    }
+
+    #[test]
     fn names_numbers_and_tz() {
         let s = build("facility = \"kern\"\nseverity = 7\ntz = \"-03:30\"").unwrap();
         assert_eq!(
