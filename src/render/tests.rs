@@ -209,3 +209,9 @@ fn event_time_falls_back_to_the_kafka_timestamp() {
         "CEF:0|QubitSecurity|Plura|5|(탐지)네트워크|-|Unknown|end=1655349521123 cs1=- cs2=- dvchost=-"
     );
 }
+
+#[test]
+fn renderer_is_shareable_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Renderer>();
+}
