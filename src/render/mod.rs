@@ -1,22 +1,244 @@
-//! Render stage (TEMPORARY STUB on main; replaced by the render branch at merge).
-#![allow(missing_docs, dead_code)]
+//! Render stage: an [`Event`] → the exact wire bytes of one destination (formats.md):
+//! RFC 3164, RFC 5424/5425 or CEF, with framing, size limit and character rules applied.
+//!
+//! Writes straight into the caller's `BytesMut`; per-destination constants are built once in
+//! [`Renderer::new`], so rendering a warm buffer allocates nothing.
+//!
+//! `include_compliance` is accepted but adds nothing yet: compliance controls are added to
+//! the output when the compliance module lands.
+//!
+//! Where formats.md is silent, the renderer does what an operator would expect:
+//! - the RFC 5424 header is the same for PLURA text and for CEF (`cef_header = "rfc5424"`):
+//!   `msgid`, `procid` and `sd_id` apply to both;
+//! - `tag_colon` also applies to the TAG before `CEF:0` in an RFC 3164 prefix;
+//! - an RFC 3164 HOSTNAME is sanitised like an RFC 5424 one (`-` when there is none), and a
+//!   TAG left empty by sanitising becomes `Plura`;
+//! - a CRLF inside a CEF value with `newline = space` is one SP, as in TEXT;
+//! - `end` is left out when `registerDate` is present but unreadable (no silent fallback to
+//!   the Kafka time), and used from the Kafka timestamp when `registerDate` is absent;
+//! - MITRE without a technique id prints `-` for the technique (no sub-technique alone);
+//! - a header longer than `max_message_bytes` on its own (possible only with very long
+//!   configured names) is cut like the rest: headers are ASCII, so the cut is still UTF-8.
+
+mod cef;
+mod escape;
+mod framing;
+mod layout;
+mod limit;
+mod num;
+mod sd;
 pub mod settings;
+mod syslog;
+mod text;
+mod time;
+
 use bytes::{BufMut, BytesMut};
+
 use crate::event::Event;
+use cef::CefOpts;
+use layout::Layout;
 pub use settings::RenderSettings;
-pub struct Renderer { s: RenderSettings }
-pub struct RenderContext { pub now_us: i64 }
+use settings::{Bom, CefHeader, Format, Newline, OnOversize};
+use syslog::Headers;
+use time::{Civil, Zone};
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Renders events for one distinct [`RenderSettings`]; built once, shared by reference.
+#[derive(Debug)]
+pub struct Renderer {
+    s: RenderSettings,
+    zone: Zone,
+    headers: Headers,
+    cef: CefOpts,
+}
+
+/// Per-render inputs that are not part of the event.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderContext {
+    /// Send time, µs since the epoch: the RFC 3164 / RFC 5424 header stamp.
+    pub now_us: i64,
+}
+
+/// What [`Renderer::render`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rendered { Ok, Truncated, Oversize }
+pub enum Rendered {
+    /// The whole message was written.
+    Ok,
+    /// The message was cut to `max_message_bytes` (`on_oversize = truncate`).
+    Truncated,
+    /// Over `max_message_bytes` with `on_oversize = drop`: nothing was written.
+    Oversize,
+}
+
 impl Renderer {
-    pub fn new(s: RenderSettings) -> Self { Renderer { s } }
-    pub fn settings(&self) -> &RenderSettings { &self.s }
-    pub fn render(&self, ev: &Event<'_>, _ctx: &RenderContext, dst: &mut BytesMut) -> Rendered {
-        let body = format!("<133>1 - - - - - - {} {}", ev.service_name(), ev.event_name());
-        match self.s.framing {
-            Some(_) => { dst.put_slice(format!("{} ", body.len()).as_bytes()); dst.put_slice(body.as_bytes()); }
-            None => dst.put_slice(body.as_bytes()),
+    /// Precomputes the constant header parts of `s`.
+    pub fn new(s: RenderSettings) -> Self {
+        Renderer {
+            zone: Zone::new(s.tz),
+            headers: Headers::new(&s),
+            cef: CefOpts {
+                space: s.newline == Newline::Space,
+                labels: s.cef_labels,
+                raw_log: s.include_raw_log,
+                time: s.cef_time,
+            },
+            s,
         }
-        Rendered::Ok
+    }
+
+    /// The settings this renderer was built from.
+    pub fn settings(&self) -> &RenderSettings {
+        &self.s
+    }
+
+    /// Appends exactly the wire bytes (framing included) of one event to `dst`.
+    /// On [`Rendered::Oversize`] (`on_oversize = drop`) `dst` is left as it was.
+    pub fn render(&self, ev: &Event<'_>, ctx: &RenderContext, dst: &mut BytesMut) -> Rendered {
+        let frame_start = dst.len();
+        let msg_start = framing::begin(dst, self.s.framing);
+        let layout = Layout::of(ev.log_type, ev.category);
+        let now = self.zone.civil(ctx.now_us);
+        let outcome = self.message(ev, layout, &now, dst, msg_start);
+        if outcome == Rendered::Oversize {
+            dst.truncate(frame_start);
+        } else {
+            framing::end(dst, self.s.framing, frame_start, msg_start);
+        }
+        outcome
+    }
+
+    /// Writes the SYSLOG-MSG at `msg_start` and applies `max_message_bytes` (§1.9).
+    fn message(
+        &self,
+        ev: &Event<'_>,
+        layout: Layout,
+        now: &Civil,
+        dst: &mut BytesMut,
+        msg_start: usize,
+    ) -> Rendered {
+        let max = self.s.max_message_bytes;
+        let mut body = self.write(ev, layout, now, dst, true);
+        if dst.len() - msg_start <= max {
+            return Rendered::Ok;
+        }
+        if self.s.on_oversize == OnOversize::Drop {
+            return Rendered::Oversize;
+        }
+        // RFC 5424: only MSG is cut; when HEADER + SD + BOM alone exceed the limit, SD goes first.
+        if body - msg_start > max && self.s.sd_id.is_some() && self.has_5424_header() {
+            dst.truncate(msg_start);
+            body = self.write(ev, layout, now, dst, false);
+        }
+        let mut end = msg_start + limit::utf8_floor(&dst[msg_start..], max);
+        if self.s.format == Format::Cef {
+            end = limit::drop_dangling_escape(&dst[..end], body);
+        }
+        dst.truncate(end);
+        Rendered::Truncated
+    }
+
+    fn has_5424_header(&self) -> bool {
+        match self.s.format {
+            Format::Rfc5424 | Format::Rfc5425 => true,
+            Format::Cef => self.s.cef_header == CefHeader::Rfc5424,
+            Format::Rfc3164 => false,
+        }
+    }
+
+    /// Writes the whole SYSLOG-MSG; returns where the payload (after any BOM) starts.
+    fn write(
+        &self,
+        ev: &Event<'_>,
+        layout: Layout,
+        now: &Civil,
+        dst: &mut BytesMut,
+        with_sd: bool,
+    ) -> usize {
+        let s = &self.s;
+        let text = |dst: &mut BytesMut| {
+            text::put_text(dst, ev, layout, s.newline, s.include_raw_log);
+        };
+        let cef = |dst: &mut BytesMut| cef::put_cef(dst, ev, layout, self.cef, &self.zone);
+        match (s.format, s.cef_header) {
+            (Format::Rfc3164, _) => {
+                self.headers.put_3164(dst, now);
+                let body = dst.len();
+                text(dst);
+                body
+            }
+            (Format::Rfc5424 | Format::Rfc5425, _) => {
+                self.put_5424_header(ev, layout, now, dst, with_sd);
+                self.with_bom(dst, text)
+            }
+            (Format::Cef, CefHeader::Rfc3164) => {
+                self.headers.put_3164(dst, now);
+                let body = dst.len();
+                cef(dst);
+                body
+            }
+            (Format::Cef, CefHeader::Rfc5424) => {
+                self.put_5424_header(ev, layout, now, dst, with_sd);
+                self.with_bom(dst, cef)
+            }
+            (Format::Cef, CefHeader::None) => {
+                let body = dst.len();
+                cef(dst);
+                body
+            }
+        }
+    }
+
+    /// HEADER SP STRUCTURED-DATA SP.
+    fn put_5424_header(
+        &self,
+        ev: &Event<'_>,
+        layout: Layout,
+        now: &Civil,
+        dst: &mut BytesMut,
+        with_sd: bool,
+    ) {
+        self.headers.put_5424(dst, now, self.zone.is_utc(), ev);
+        match (&self.s.sd_id, with_sd) {
+            (Some(id), true) => sd::put_sd(dst, id, ev, layout, self.s.include_raw_log),
+            _ => dst.put_u8(b'-'),
+        }
+        dst.put_u8(b' ');
+    }
+
+    /// Writes the RFC 5424 MSG through `f`, preceded by the BOM per `bom` (§1.3); returns
+    /// where MSG starts after the BOM. `auto` writes the BOM first and takes it out again
+    /// for a pure-ASCII MSG, since most PLURA text is Korean.
+    fn with_bom(&self, dst: &mut BytesMut, f: impl FnOnce(&mut BytesMut)) -> usize {
+        match self.s.bom {
+            Bom::Never => {
+                let body = dst.len();
+                f(dst);
+                body
+            }
+            Bom::Always => {
+                dst.put_slice(BOM);
+                let body = dst.len();
+                f(dst);
+                body
+            }
+            Bom::Auto => {
+                let at = dst.len();
+                dst.put_slice(BOM);
+                let body = dst.len();
+                f(dst);
+                if dst[body..].is_ascii() {
+                    let end = dst.len();
+                    dst.copy_within(body..end, at);
+                    dst.truncate(end - BOM.len());
+                    at
+                } else {
+                    body
+                }
+            }
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -150,6 +150,8 @@ pub struct SettingsInput {
     pub procid: Option<String>,
     pub msgid: Option<String>,
     pub sd_id: Option<String>,
+    /// formats.md §4 spelling of `sd_id`: `structured_data = { sd_id = "name@PEN" }`.
+    pub structured_data: Option<StructuredDataInput>,
     pub tag_colon: Option<bool>,
     pub cef_header: Option<CefHeader>,
     pub cef_tag: Option<bool>,
@@ -159,6 +161,14 @@ pub struct SettingsInput {
     pub include_compliance: Option<bool>,
     pub max_message_bytes: Option<i64>,
     pub on_oversize: Option<OnOversize>,
+}
+
+/// The `structured_data` table (formats.md §4); the same as the flat `sd_id` key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StructuredDataInput {
+    /// `name@<IANA enterprise number>`.
+    pub sd_id: Option<String>,
 }
 
 /// Checked, complete rendering settings. Equal settings render equal bytes, so the pipeline
@@ -380,15 +390,31 @@ impl SettingsInput {
                 MsgId::Fixed(m.to_owned())
             }
         };
-        let sd_id = match self.sd_id.as_deref() {
+        let nested = self
+            .structured_data
+            .as_ref()
+            .and_then(|t| t.sd_id.as_deref());
+        let sd_id = match (self.sd_id.as_deref(), nested) {
+            (Some(a), Some(b)) if a != b => {
+                return err(format!(
+                    "sd_id {a:?} and structured_data.sd_id {b:?} disagree; set one of them"
+                ))
+            }
+            (a, b) => a.or(b),
+        };
+        let sd_id = match sd_id {
             None | Some("") => None,
             Some(s) => {
                 check_sd_id(s)?;
                 Some(s.to_owned())
             }
         };
+        let cef_header = self.cef_header.unwrap_or(CefHeader::Rfc3164);
+        // D15: RFC 3164 §4.1 limits a packet with an RFC 3164 header to 1024 bytes.
+        let rfc3164_prefix = format == Format::Rfc3164
+            || (format == Format::Cef && cef_header == CefHeader::Rfc3164);
         let default_max = match protocol {
-            Protocol::Udp if matches!(format, Format::Rfc3164 | Format::Cef) => 1024,
+            Protocol::Udp if rfc3164_prefix => 1024,
             Protocol::Udp => 2048,
             _ => 65_536,
         };
@@ -425,7 +451,7 @@ impl SettingsInput {
             msgid,
             sd_id,
             tag_colon: self.tag_colon.unwrap_or(false),
-            cef_header: self.cef_header.unwrap_or(CefHeader::Rfc3164),
+            cef_header,
             cef_tag: self.cef_tag.unwrap_or(true),
             cef_labels: self.cef_labels.unwrap_or(false),
             cef_time: self.cef_time.unwrap_or(CefTime::Plura),
@@ -461,6 +487,23 @@ impl RenderSettings {
         }
         if self.sd_id.as_deref().is_some_and(|s| s.ends_with("@32473")) {
             w.push("sd_id uses 32473, the documentation enterprise number (RFC 5612); register a real one".into());
+        }
+        if self.format != Format::Cef
+            && (self.cef_header != CefHeader::Rfc3164
+                || !self.cef_tag
+                || self.cef_labels
+                || self.cef_time != CefTime::Plura)
+        {
+            w.push(
+                "cef_header, cef_tag, cef_labels and cef_time apply to format = \"cef\" only"
+                    .into(),
+            );
+        }
+        if self.sd_id.is_some()
+            && (self.format == Format::Rfc3164
+                || (self.format == Format::Cef && self.cef_header != CefHeader::Rfc5424))
+        {
+            w.push("sd_id applies to an RFC 5424 header only; this destination writes none".into());
         }
         if self.bom == Bom::Never && matches!(self.format, Format::Rfc5424 | Format::Rfc5425) {
             w.push("bom = \"never\" breaks RFC 5424 §6.4 for UTF-8 messages".into());
@@ -529,6 +572,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("colour"));
+    }
+
+    #[test]
+    fn structured_data_table_and_rfc3164_udp_default() {
+        let s = build("structured_data = { sd_id = \"plura@32473\" }").unwrap();
+        assert_eq!(s.sd_id.as_deref(), Some("plura@32473"));
+        assert!(
+            build("sd_id = \"a@1\"\nstructured_data = { sd_id = \"b@1\" }")
+                .unwrap_err()
+                .0
+                .contains("disagree")
+        );
+        assert!(build("structured_data = { sd_id = \"plura\" }").is_err());
+        assert_eq!(
+            build("format = \"rfc3164\"").unwrap().max_message_bytes,
+            1024
+        );
+        let cef5424 = build("format = \"cef\"\ncef_header = \"rfc5424\"").unwrap();
+        assert_eq!(cef5424.max_message_bytes, 2048);
+        assert!(cef5424.warnings().is_empty());
+        let odd = build("format = \"rfc3164\"\ncef_labels = true\nsd_id = \"p@1\"").unwrap();
+        assert_eq!(odd.warnings().len(), 2, "{:?}", odd.warnings());
     }
 
     #[test]

@@ -1,0 +1,114 @@
+//! Proves the render path allocates nothing per event once warm (performance.md): a counting
+//! global allocator, own test binary, counting only on the rendering thread.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use bytes::BytesMut;
+use plura_forwarder::event::{decode, DecodeOptions};
+use plura_forwarder::render::settings::{Protocol, SettingsInput};
+use plura_forwarder::render::{RenderContext, Rendered, Renderer};
+
+struct Counting;
+
+thread_local! {
+    static ON: Cell<bool> = const { Cell::new(false) };
+    static COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if ON.with(Cell::get) {
+            COUNT.with(|c| c.set(c.get() + 1));
+        }
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if ON.with(Cell::get) {
+            COUNT.with(|c| c.set(c.get() + 1));
+        }
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations(f: impl FnOnce()) -> usize {
+    COUNT.with(|c| c.set(0));
+    ON.with(|o| o.set(true));
+    f();
+    ON.with(|o| o.set(false));
+    COUNT.with(Cell::get)
+}
+
+const WEB: &[u8] = include_bytes!("fixtures/web_detect.json");
+const NOW_US: i64 = 1_655_351_055_123_456;
+
+fn renderer(toml_src: &str) -> Renderer {
+    let input: SettingsInput = toml::from_str(toml_src).unwrap();
+    Renderer::new(
+        input
+            .build(Some("www.plura.io".into()), "Plura".into(), Protocol::Tcp)
+            .unwrap(),
+    )
+}
+
+fn assert_no_allocation_when_warm(name: &str, r: &Renderer) {
+    let ev = decode(WEB, None, &DecodeOptions::default()).unwrap();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    for i in 0..16 {
+        buf.clear();
+        r.render(&ev, &RenderContext { now_us: NOW_US + i }, &mut buf);
+    }
+    let n = allocations(|| {
+        for i in 0..10_000 {
+            buf.clear();
+            let out = r.render(
+                &ev,
+                &RenderContext {
+                    now_us: NOW_US + i * 1000,
+                },
+                &mut buf,
+            );
+            assert_eq!(out, Rendered::Ok);
+        }
+    });
+    assert_eq!(n, 0, "{name}: {n} allocations in 10,000 warm renders");
+    assert!(buf.len() > 100, "{name}: rendered {} bytes", buf.len());
+}
+
+#[test]
+fn warm_render_allocates_nothing() {
+    // The counter itself must see allocations, or a zero proves nothing.
+    assert!(allocations(|| drop(std::hint::black_box(vec![1u8; 16]))) >= 1);
+
+    let cases = [
+        (
+            "rfc5424",
+            "format = \"rfc5424\"\ntz = \"+09:00\"\ninclude_raw_log = true",
+        ),
+        (
+            "rfc5424+sd+local",
+            "format = \"rfc5424\"\nsd_id = \"plura@32473\"\nmsgid = \"category\"\ntz = \"local\"",
+        ),
+        (
+            "cef",
+            "format = \"cef\"\ntz = \"+09:00\"\ninclude_raw_log = true",
+        ),
+        (
+            "cef+labels+local",
+            "format = \"cef\"\ncef_labels = true\ncef_header = \"rfc5424\"\ntz = \"local\"",
+        ),
+        (
+            "rfc3164",
+            "format = \"rfc3164\"\nframing = \"lf\"\ntz = \"Z\"",
+        ),
+    ];
+    for (name, src) in cases {
+        assert_no_allocation_when_warm(name, &renderer(src));
+    }
+}
