@@ -18,7 +18,8 @@ fn run(args: &[String], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn plura-forwarder");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    // A refused setting exits before reading: a broken pipe here is not a failure.
+    let _ = child.stdin.take().expect("stdin").write_all(stdin);
     child.wait_with_output().expect("wait")
 }
 
@@ -26,9 +27,17 @@ fn run(args: &[String], stdin: &[u8]) -> Output {
 fn flags(settings: &serde_json::Map<String, Value>) -> Vec<String> {
     let mut out = vec!["render".to_owned()];
     for (k, v) in settings {
+        // formats.md §4 nests `structured_data = { sd_id = … }`; the flag is `--sd-id`.
+        if let Some(sd_id) = v.get("sd_id").filter(|_| k == "structured_data") {
+            out.push("--sd-id".to_owned());
+            out.push(sd_id.as_str().unwrap().to_owned());
+            continue;
+        }
         out.push(format!("--{}", k.replace('_', "-")));
         out.push(match v {
             Value::String(s) => s.clone(),
+            // A null host name is the NILVALUE, spelled `-` on the command line.
+            Value::Null => "-".to_owned(),
             other => other.to_string(),
         });
     }

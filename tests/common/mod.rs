@@ -43,9 +43,18 @@ pub fn config(toml: &str) -> Config {
     }
 }
 
-/// Sample events `seqs`, as (seq, JSON).
+/// Sample events `seqs`, as (seq, JSON). Usage layouts carry no raw log, so their user
+/// name carries the sequence number instead (see [`seq_of`]).
 pub fn samples(seqs: std::ops::Range<u64>) -> Vec<(u64, Value)> {
-    sample::events(seqs.end as usize, 120).filter(|(s, _)| seqs.contains(s)).collect()
+    sample::events(seqs.end as usize, 120)
+        .filter(|(s, _)| seqs.contains(s))
+        .map(|(s, mut ev)| {
+            if ev["logType"] == "usage" {
+                ev["userName"] = Value::String(format!("user-{s}"));
+            }
+            (s, ev)
+        })
+        .collect()
 }
 
 /// Produces each event to `plura.<logType>`, keyed by its group, and waits for every ack.
@@ -143,10 +152,15 @@ pub fn committed(brokers: &str, group: &str) -> BTreeMap<(String, i32), Option<i
     out
 }
 
-/// The sample sequence number a frame carries in its raw log (`…?id=<seq> HTTP/1.1`).
+/// The sample sequence number a frame carries: in its raw log (`…?id=<seq> HTTP/1.1`), or
+/// for a usage log in its user name (`user-<seq>`). CEF escapes the `=` as `\=`.
 pub fn seq_of(frame: &[u8]) -> Option<u64> {
     let text = String::from_utf8_lossy(frame);
-    let at = text.find("?id=")? + 4;
+    let at = match (text.find("?id="), text.find("?id\\=")) {
+        (Some(i), _) => i + 4,
+        (None, Some(i)) => i + 5,
+        (None, None) => text.find("user-")? + 5,
+    };
     let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
