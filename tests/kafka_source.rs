@@ -81,7 +81,7 @@ async fn finished_events_are_committed_and_the_next_run_starts_after_them() {
     // A new member of the same group resumes exactly at the committed offsets.
     let src2 = build_consumer(&cfg, &["src".to_owned()]).expect("consumer 2");
     let mut first = BTreeMap::new();
-    while first.len() < 1 {
+    while first.is_empty() {
         let msg = tokio::time::timeout(Duration::from_secs(30), src2.consumer.recv())
             .await
             .expect("message within 30 s")

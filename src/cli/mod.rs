@@ -35,8 +35,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Parsed once per process, so the size of `Render`'s flags does not matter.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the service: consume, route, render, send; stops on SIGTERM/SIGINT after draining.
     Run {
