@@ -14,6 +14,7 @@
 
 pub mod ack;
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod event;

@@ -55,7 +55,14 @@ impl Receiver {
     /// # Errors
     /// When the socket cannot be bound.
     pub async fn udp() -> std::io::Result<Self> {
-        let sock = UdpSocket::bind("127.0.0.1:0").await?;
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+        // A large buffer, so that a burst is not lost in this receiver before it is counted.
+        let _ = sock.set_recv_buffer_size(32 << 20);
+        force_recv_buffer(&sock, 32 << 20);
+        let addr: SocketAddr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
+        sock.bind(&addr.into())?;
+        sock.set_nonblocking(true)?;
+        let sock = UdpSocket::from_std(sock.into())?;
         let addr = sock.local_addr()?;
         let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
@@ -157,6 +164,26 @@ impl Receiver {
         }
     }
 }
+
+/// Above `net.core.rmem_max` only root may go (SO_RCVBUFFORCE); elsewhere the kernel's cap
+/// stays, which is fine for tests.
+#[cfg(target_os = "linux")]
+fn force_recv_buffer(sock: &socket2::Socket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a socket we own, with a correctly sized int option.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn force_recv_buffer(_: &socket2::Socket, _: i32) {}
 
 async fn read_stream(
     mut stream: TcpStream,

@@ -55,6 +55,8 @@ pub enum Command {
     },
     /// Render JSON-lines events from stdin to the exact wire bytes on stdout.
     Render(RenderFlags),
+    /// The load harness: the product against a minimal forwarder on the same data (performance.md).
+    Bench(crate::bench::BenchOptions),
 }
 
 /// Parses the command line and runs the command.
@@ -62,7 +64,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.command {
         // Commands whose stdout is the product keep stderr quiet unless asked.
-        Command::Render(_) | Command::Check { .. } | Command::Demo(_) => "warn",
+        Command::Render(_) | Command::Check { .. } | Command::Demo(_) | Command::Bench(_) => "warn",
         _ => "info",
     };
     logging::init(cli.log_format, level);
@@ -71,6 +73,15 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check::main(&config),
         Command::Run { config } => with_runtime(|| run_cmd::main(config)),
         Command::Demo(opts) => with_runtime(|| demo::main(opts)),
+        Command::Bench(opts) => with_runtime(|| async move {
+            match crate::bench::run(&opts).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
+        }),
     }
 }
 

@@ -1,0 +1,220 @@
+//! One measured run of one scenario: receivers, a forwarder child process, `/proc` readings.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::receiver::{Receiver, Split};
+
+/// How a receiver listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Octet-counted TCP.
+    Tcp,
+    /// One datagram per frame.
+    Udp,
+}
+
+enum Kind {
+    /// The minimal forwarder over this transport.
+    Baseline(Transport),
+    /// The product with these `[[syslog]]` tables (`{addr0}`… filled in).
+    Product(&'static str),
+}
+
+/// A named scenario.
+pub struct Scenario {
+    /// Its name in the table.
+    pub name: &'static str,
+    kind: Kind,
+    receivers: &'static [Transport],
+}
+
+const TCP_5424: &str = "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{addr0}\"\n";
+const TCP_CEF: &str = "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"cef\"\naddress = \"{addr0}\"\n";
+const UDP_5424: &str = "[[syslog]]\nname = \"d0\"\nprotocol = \"udp\"\nformat = \"rfc5424\"\nmax_message_bytes = 8192\naddress = \"{addr0}\"\n";
+const FANOUT_4: &str = "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{addr0}\"\n\
+[[syslog]]\nname = \"d1\"\nprotocol = \"tcp\"\nformat = \"rfc3164\"\naddress = \"{addr1}\"\n\
+[[syslog]]\nname = \"d2\"\nprotocol = \"tcp\"\nformat = \"cef\"\naddress = \"{addr2}\"\n\
+[[syslog]]\nname = \"d3\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\nsd_id = \"plura@32473\"\nmsgid = \"category\"\naddress = \"{addr3}\"\n";
+
+impl Scenario {
+    /// Every scenario, in table order.
+    pub fn all() -> Vec<Scenario> {
+        use Transport::{Tcp, Udp};
+        vec![
+            Scenario { name: "baseline-tcp", kind: Kind::Baseline(Tcp), receivers: &[Tcp] },
+            Scenario { name: "product-tcp-rfc5424", kind: Kind::Product(TCP_5424), receivers: &[Tcp] },
+            Scenario { name: "product-tcp-cef", kind: Kind::Product(TCP_CEF), receivers: &[Tcp] },
+            Scenario { name: "product-fanout-4", kind: Kind::Product(FANOUT_4), receivers: &[Tcp, Tcp, Tcp, Tcp] },
+            Scenario { name: "baseline-udp", kind: Kind::Baseline(Udp), receivers: &[Udp] },
+            Scenario { name: "product-udp-rfc5424", kind: Kind::Product(UDP_5424), receivers: &[Udp] },
+        ]
+    }
+}
+
+/// The readings of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Frames per second over the receiving window, per destination.
+    pub events_per_s: f64,
+    /// Child CPU time (user + system) per event over the window, all destinations together.
+    pub cpu_us_per_event: f64,
+    /// Child peak resident memory (VmHWM).
+    pub peak_rss_mb: f64,
+    /// Frames received, all destinations.
+    pub received: usize,
+}
+
+impl Sample {
+    /// One line for progress output.
+    pub fn line(&self) -> String {
+        format!(
+            "{:>10.0} ev/s  {:>6.2} µs/ev  {:>5.0} MB  received {}",
+            self.events_per_s, self.cpu_us_per_event, self.peak_rss_mb, self.received
+        )
+    }
+}
+
+/// Runs one scenario once.
+///
+/// # Errors
+/// When a receiver or the child cannot start, or nothing arrives within two minutes.
+pub async fn one(s: &Scenario, brokers: &str, topic: &str, group: &str, n: u64) -> anyhow::Result<Sample> {
+    let mut receivers = Vec::new();
+    for t in s.receivers {
+        receivers.push(match t {
+            Transport::Tcp => Receiver::tcp(Split::OctetCounting).await?,
+            Transport::Udp => Receiver::udp().await?,
+        });
+    }
+    let dir = tempfile_dir()?;
+    let admin = free_port()?;
+    let mut child = spawn(s, brokers, topic, group, &receivers, &dir, admin)?;
+    let expected = n as usize * receivers.len();
+    let total = || receivers.iter().map(Receiver::count).sum::<usize>();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut first: Option<(Instant, u64, usize)> = None;
+    let (mut last_count, mut last_progress) = (0, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let count = total();
+        let now = Instant::now();
+        if count > 0 && first.is_none() {
+            first = Some((now, cpu_ticks(child.id()), count));
+        }
+        if count != last_count {
+            (last_count, last_progress) = (count, now);
+        }
+        let stalled = first.is_some() && now - last_progress > Duration::from_secs(3);
+        if count >= expected || stalled || now > deadline {
+            break;
+        }
+    }
+    let end = last_progress;
+    let cpu_end = cpu_ticks(child.id());
+    let rss = peak_rss_mb(child.id());
+    stop(&mut child);
+    let _ = std::fs::remove_dir_all(&dir);
+    let Some((t0, cpu0, c0)) = first else {
+        anyhow::bail!("{}: nothing arrived within two minutes", s.name);
+    };
+    let received = total();
+    let window = (end - t0).as_secs_f64().max(1e-3);
+    let per_dest = (received - c0) as f64 / receivers.len() as f64;
+    let ticks_per_s = clock_ticks_per_s();
+    let cpu_s = (cpu_end.saturating_sub(cpu0)) as f64 / ticks_per_s;
+    Ok(Sample {
+        events_per_s: per_dest / window,
+        cpu_us_per_event: cpu_s * 1e6 / per_dest.max(1.0),
+        peak_rss_mb: rss,
+        received,
+    })
+}
+
+fn spawn(
+    s: &Scenario,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    receivers: &[Receiver],
+    dir: &std::path::Path,
+    admin: u16,
+) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).env("RUST_LOG", "error");
+    match s.kind {
+        Kind::Baseline(t) => {
+            let t = if t == Transport::Udp { "udp" } else { "tcp" };
+            let addr = receivers[0].addr();
+            cmd.args(["bench", "--baseline-worker", &format!("{brokers},{group},{topic},{addr},{t}")]);
+        }
+        Kind::Product(dests) => {
+            let mut dests = dests.to_owned();
+            for (i, r) in receivers.iter().enumerate() {
+                dests = dests.replace(&format!("{{addr{i}}}"), &r.addr().to_string());
+            }
+            let toml = format!(
+                "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\ntopics = [\"{topic}\"]\n\
+                 [forwarder]\nhostname = \"bench\"\nshutdown_grace_s = 2\n\
+                 [admin]\nlisten = \"127.0.0.1:{admin}\"\n[compliance]\nmapping_file = \"{}\"\n{dests}",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/config/compliance.toml")
+            );
+            let path = dir.join("bench.toml");
+            std::fs::write(&path, toml)?;
+            cmd.arg("run").arg("-c").arg(path);
+        }
+    }
+    Ok(cmd.spawn()?)
+}
+
+fn stop(child: &mut Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("plura-bench-{}-{}", std::process::id(), crate::pipeline::now_us()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// utime + stime of a process, in clock ticks (0 when unreadable).
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let Some((_, rest)) = stat.rsplit_once(") ") else { return 0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+fn clock_ticks_per_s() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}

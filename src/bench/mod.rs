@@ -1,0 +1,192 @@
+//! `plura-forwarder bench`: the load harness of performance.md.
+//!
+//! It starts an in-process Kafka (librdkafka's mock cluster), produces realistic events (all
+//! log types and categories, 300–1500 B, Korean text) once, then for each scenario runs a
+//! forwarder as a **separate process** against counting receivers on loopback: the product
+//! (`run` with a generated config) and the minimal-forwarder baseline ([`baseline`]), each
+//! reading the same data with a fresh consumer group. It measures the receiving window (first
+//! to last frame), so the group join is not counted, and the child's CPU time and peak RSS from
+//! `/proc`. Figures are medians of `--runs`; ratios are taken within the same run.
+//!
+//! Not measured here yet: latency at half load (it needs a live, rate-limited producer; the
+//! events here are produced before the run, so `end_to_end_seconds` would measure their age)
+//! and memory under a 1 %-rate receiver.
+
+pub mod baseline;
+mod measure;
+
+use std::time::Duration;
+
+use clap::Args;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::event::ALL_PAIRS;
+use crate::sample;
+use crate::source::embedded::EmbeddedKafka;
+use measure::{Sample, Scenario};
+
+/// Options of `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchOptions {
+    /// Events produced (the mock cluster keeps at most 5 MiB per partition: events × ~900 B
+    /// must fit in partitions × 5 MiB).
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Partitions of the bench topic.
+    #[arg(long, default_value_t = 24)]
+    pub partitions: i32,
+    /// Runs per scenario (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Only these scenarios (comma-separated names); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Internal: run the minimal forwarder `brokers,group,topic,addr,tcp|udp` until stopped.
+    #[arg(long, hide = true)]
+    pub baseline_worker: Option<String>,
+}
+
+const TOPIC: &str = "bench";
+
+/// Runs the harness and prints the table.
+///
+/// # Errors
+/// When the embedded Kafka, a receiver or a child process cannot start.
+pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
+    if let Some(spec) = &opts.baseline_worker {
+        return run_baseline_worker(spec).await;
+    }
+    let kafka = EmbeddedKafka::start(&[(TOPIC, opts.partitions)])?;
+    let brokers = kafka.bootstrap_servers();
+    let bytes = produce(&brokers, opts.events).await?;
+    check_retained(&brokers, opts.partitions, opts.events)?;
+    println!(
+        "bench: {} events, {:.1} MB of JSON (mean {} B), {} partitions, {} runs per scenario",
+        opts.events,
+        bytes as f64 / 1e6,
+        bytes / opts.events.max(1),
+        opts.partitions,
+        opts.runs
+    );
+    let scenarios: Vec<Scenario> = Scenario::all()
+        .into_iter()
+        .filter(|s| opts.only.is_empty() || opts.only.iter().any(|o| o == s.name))
+        .collect();
+    let mut results: Vec<(&'static str, Vec<Sample>)> =
+        scenarios.iter().map(|s| (s.name, Vec::new())).collect();
+    for run in 0..opts.runs {
+        for (i, s) in scenarios.iter().enumerate() {
+            let group = format!("bench-{}-{run}", s.name);
+            let sample = measure::one(s, &brokers, TOPIC, &group, opts.events).await?;
+            eprintln!("  run {run} {:<22} {}", s.name, sample.line());
+            results[i].1.push(sample);
+        }
+    }
+    check_retained(&brokers, opts.partitions, opts.events)?;
+    print_table(&results, bytes, opts.events);
+    drop(kafka);
+    Ok(())
+}
+
+async fn run_baseline_worker(spec: &str) -> anyhow::Result<()> {
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [brokers, group, topic, addr, transport] = parts[..] else {
+        anyhow::bail!("--baseline-worker takes brokers,group,topic,addr,tcp|udp");
+    };
+    let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+    let addr = addr.parse()?;
+    let udp = transport == "udp";
+    tokio::task::spawn_blocking(move || baseline::run(&brokers, &group, &topic, addr, udp)).await?
+}
+
+/// Produces `n` sample events of 300–1500 B cycling through all pairs; returns the bytes.
+async fn produce(brokers: &str, n: u64) -> anyhow::Result<u64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let mut bytes = 0u64;
+    let mut pending = Vec::with_capacity(10_000);
+    for seq in 0..n {
+        let (t, c) = ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize];
+        // A spread of sizes, deterministic: 300..1500 bytes of raw log.
+        let pad = 300 + ((seq * 7919) % 1200) as usize;
+        let payload = serde_json::to_vec(&sample::event(t, c, seq, pad))?;
+        bytes += payload.len() as u64;
+        // Keyed by event, not by group, so that the events spread over every partition.
+        let key = seq.to_le_bytes();
+        let rec = FutureRecord::to(TOPIC).payload(&payload).key(&key[..]);
+        pending.push(producer.send_result(rec).map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?);
+        if pending.len() >= 10_000 {
+            for f in pending.drain(..) {
+                f.await?.map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
+            }
+        }
+    }
+    for f in pending {
+        f.await?.map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
+    }
+    Ok(bytes)
+}
+
+/// The mock cluster silently drops data beyond 5 MiB per partition: refuse to report figures
+/// measured on a topic that lost events.
+fn check_retained(brokers: &str, partitions: i32, n: u64) -> anyhow::Result<()> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let mut total = 0;
+    for p in 0..partitions {
+        let (low, high) = c.fetch_watermarks(TOPIC, p, Duration::from_secs(5))?;
+        anyhow::ensure!(low == 0, "partition {p} lost data (low watermark {low}): use more partitions or fewer events");
+        total += high;
+    }
+    anyhow::ensure!(total as u64 == n, "the topic holds {total} events, not {n}");
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn print_table(results: &[(&'static str, Vec<Sample>)], bytes: u64, n: u64) {
+    let mean = bytes as f64 / n.max(1) as f64;
+    println!();
+    println!(
+        "{:<22} {:>12} {:>8} {:>10} {:>9} {:>9}",
+        "scenario", "events/s", "MB/s", "CPU µs/ev", "peak RSS", "received"
+    );
+
+    for (name, samples) in results {
+        let m = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+        let rate = m(|s| s.events_per_s);
+        println!(
+            "{:<22} {:>12.0} {:>8.1} {:>10.2} {:>7.0}MB {:>9}",
+            name,
+            rate,
+            rate * mean / 1e6,
+            m(|s| s.cpu_us_per_event),
+            m(|s| s.peak_rss_mb),
+            samples.iter().map(|s| s.received).min().unwrap_or(0),
+        );
+    }
+    println!();
+    let rate = |name: &str| -> Option<f64> {
+        let (_, samples) = results.iter().find(|(n, _)| *n == name)?;
+        Some(median(samples.iter().map(|s| s.events_per_s).collect()))
+    };
+    let ratio = |a: &str, b: &str, what: &str| {
+        if let (Some(x), Some(y)) = (rate(a), rate(b)) {
+            println!("{what:<44} {:>6.2}", x / y);
+        }
+    };
+    ratio("product-tcp-rfc5424", "baseline-tcp", "TCP RFC 5424 / minimal forwarder (≥ 0.8)");
+    ratio("product-tcp-cef", "baseline-tcp", "TCP CEF / minimal forwarder (≥ 0.8)");
+    ratio("product-udp-rfc5424", "baseline-udp", "UDP RFC 5424 / minimal forwarder (≥ 0.9)");
+    if let (Some(one), Some(four)) = (rate("product-tcp-rfc5424"), rate("product-fanout-4")) {
+        println!("{:<44} {:>6.2}", "fan-out cost: 1 dest rate / 4-dest rate (≤ 2)", one / four);
+    }
+}
