@@ -811,3 +811,89 @@ async fn throughput_tls_vs_tcp() {
         tls / tcp
     );
 }
+
+#[tokio::test]
+async fn tls_1_2_server_is_served_unless_min_version_is_1_3() {
+    timeout(Duration::from_secs(20), async {
+        let ca = Ca::new("ca");
+        let leaf = ca.leaf(&["localhost"], false, false);
+        let only_12 = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.cert.clone()], leaf.key.clone_key())
+            .unwrap();
+        let rx = Receiver::start(only_12).await;
+        let f = files();
+        write(&f.ca, &ca.pem());
+        let mut cfg = tls_config("localhost");
+        cfg.ca_file = Some(f.ca.clone());
+        let sink = sink::spawn(spec(rx.addr.to_string(), cfg.clone()));
+        let t = tracker();
+        feed(&sink, &t, 0..20).await;
+        assert!(
+            wait_until(Duration::from_secs(10), || t.done_upto() == Some(19)).await,
+            "{:?}",
+            sink.status()
+        );
+        assert_eq!(rx.seqs().len(), 20);
+
+        cfg.min_version = TlsVersion::V1_3;
+        let sink = sink::spawn(spec(rx.addr.to_string(), cfg));
+        let t = tracker();
+        feed(&sink, &t, 0..5).await;
+        expect_error(&sink, &t, "handshake failure").await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn reload_tls_replaces_the_connection_without_loss() {
+    timeout(Duration::from_secs(30), async {
+        let ca = Ca::new("ca");
+        let rx = Receiver::start(server_config(&ca.leaf(&["localhost"], false, false), None)).await;
+        let f = files();
+        write(&f.ca, &ca.pem());
+        let mut cfg = tls_config("localhost");
+        cfg.ca_file = Some(f.ca.clone());
+        let sink = sink::spawn(spec(rx.addr.to_string(), cfg));
+        let t = tracker();
+        feed(&sink, &t, 0..100).await;
+        assert!(wait_until(Duration::from_secs(10), || t.done_upto() == Some(99)).await);
+        assert_eq!(rx.sessions.load(Ordering::SeqCst), 1);
+        assert!(sink.reload_tls().unwrap());
+        // Idle: the connection is replaced at the next idle check (about a second).
+        assert!(
+            wait_until(Duration::from_secs(5), || rx
+                .sessions
+                .load(Ordering::SeqCst)
+                == 2)
+            .await
+        );
+        feed(&sink, &t, 100..200).await;
+        assert!(wait_until(Duration::from_secs(10), || t.done_upto() == Some(199)).await);
+        assert_eq!(rx.seqs(), (0..200).collect::<BTreeSet<_>>());
+        let st = sink.status();
+        assert!(st.last_error.is_none(), "a reload is not an error: {st:?}");
+        assert_eq!(st.state, SinkState::Connected);
+
+        // Files that cannot be used are refused; the previous settings stay.
+        write(&f.ca, "not a certificate\n");
+        assert!(sink
+            .reload_tls()
+            .unwrap_err()
+            .to_string()
+            .contains("ca_file"));
+        feed(&sink, &t, 200..210).await;
+        assert!(wait_until(Duration::from_secs(10), || t.done_upto() == Some(209)).await);
+
+        // UDP and TCP destinations have nothing to reload.
+        let mut s = spec("127.0.0.1:9".into(), tls_config("localhost"));
+        s.protocol = Protocol::Udp;
+        let udp = sink::spawn(s);
+        assert!(!udp.reload_tls().unwrap());
+    })
+    .await
+    .unwrap();
+}
