@@ -70,6 +70,10 @@ impl Ca {
     }
 
     fn leaf(&self, sans: &[&str], client: bool, expired: bool) -> Leaf {
+        self.leaf_for(KeyPair::generate().unwrap(), sans, client, expired)
+    }
+
+    fn leaf_for(&self, key: KeyPair, sans: &[&str], client: bool, expired: bool) -> Leaf {
         let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
         let mut p = CertificateParams::new(sans).unwrap();
         p.distinguished_name
@@ -85,7 +89,6 @@ impl Ca {
             p.not_before = rcgen::date_time_ymd(2020, 1, 1);
             p.not_after = rcgen::date_time_ymd(2021, 1, 1);
         }
-        let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         Leaf {
             cert_pem: cert.pem(),
@@ -893,6 +896,69 @@ async fn reload_tls_replaces_the_connection_without_loss() {
         s.protocol = Protocol::Udp;
         let udp = sink::spawn(s);
         assert!(!udp.reload_tls().unwrap());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn client_keys_in_pkcs1_rsa_and_sec1_ec_form_work() {
+    timeout(Duration::from_secs(30), async {
+        let (ca, clients) = (Ca::new("ca"), Ca::new("clients"));
+        let rx = Receiver::start(server_config(
+            &ca.leaf(&["localhost"], false, false),
+            Some(&clients),
+        ))
+        .await;
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+        let read = |n: &str| std::fs::read_to_string(data.join(n)).unwrap();
+        for (pkcs8, other, header) in [
+            ("rsa8.pem", "rsa1.pem", "BEGIN RSA PRIVATE KEY"),
+            ("ec8.pem", "ec1.pem", "BEGIN EC PRIVATE KEY"),
+        ] {
+            let key_pem = read(other);
+            assert!(key_pem.contains(header));
+            let leaf = clients.leaf_for(
+                KeyPair::from_pem(&read(pkcs8)).unwrap(),
+                &["c"],
+                true,
+                false,
+            );
+            let f = files();
+            write(&f.ca, &ca.pem());
+            write(&f.cert, &leaf.cert_pem);
+            write(&f.key, &key_pem);
+            let mut cfg = tls_config("localhost");
+            cfg.ca_file = Some(f.ca.clone());
+            cfg.cert_file = Some(f.cert.clone());
+            cfg.key_file = Some(f.key.clone());
+            let sink = sink::spawn(spec(rx.addr.to_string(), cfg));
+            let t = tracker();
+            feed(&sink, &t, 0..10).await;
+            assert!(
+                wait_until(Duration::from_secs(10), || t.done_upto() == Some(9)).await,
+                "{other}: {:?}",
+                sink.status()
+            );
+            sink.close(Duration::from_secs(1)).await;
+        }
+        assert_eq!(rx.with_client_cert.load(Ordering::SeqCst), 2);
+
+        // A key that does not belong to the certificate is a settings error, not a handshake.
+        let leaf = clients.leaf(&["c"], true, false);
+        let f = files();
+        write(&f.ca, &ca.pem());
+        write(&f.cert, &leaf.cert_pem);
+        write(&f.key, &read("ec1.pem"));
+        let mut cfg = tls_config("localhost");
+        cfg.ca_file = Some(f.ca.clone());
+        cfg.cert_file = Some(f.cert.clone());
+        cfg.key_file = Some(f.key.clone());
+        let sink = sink::spawn(spec(rx.addr.to_string(), cfg));
+        let t = tracker();
+        feed(&sink, &t, 0..3).await;
+        let e = expect_error(&sink, &t, "tls settings").await;
+        assert!(e.contains("key_file"), "{e}");
     })
     .await
     .unwrap();
