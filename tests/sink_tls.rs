@@ -683,6 +683,10 @@ async fn rotating_ca_and_certificates_mid_stream_loses_nothing() {
         let st = sink.status();
         println!("rotation: {sessions} sessions, {st:?}");
         assert_eq!(st.acked, N as u64);
+        assert_eq!(
+            st.resent, 0,
+            "the old connection's frames were acked before it closed"
+        );
     })
     .await
     .unwrap();

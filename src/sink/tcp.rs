@@ -150,6 +150,9 @@ pub(crate) struct TcpWriter<D: Dialer> {
 
 /// Without frames in flight, how often an idle connection is checked for a peer close.
 const IDLE_PROBE: Duration = Duration::from_secs(1);
+/// How long a connection being replaced (settings changed) may take to get its written
+/// frames acknowledged; what is still unacknowledged then is written again on the new one.
+const RETIRE_SETTLE: Duration = Duration::from_secs(1);
 /// A connection that lasted this long was healthy, whatever it acknowledged.
 const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 
@@ -242,6 +245,17 @@ impl<D: Dialer> TcpWriter<D> {
             .note("retired", "Settings changed; replacing the connection.");
     }
 
+    /// Before replacing a healthy connection, lets its written frames be acknowledged (bounded
+    /// by [`RETIRE_SETTLE`]) so that few are written twice.
+    async fn settle_before_retiring(&mut self) {
+        let end = Instant::now() + RETIRE_SETTLE;
+        self.poll.reset();
+        while self.in_flight.len() > self.in_flight.unwritten() && Instant::now() < end {
+            tokio::time::sleep(self.poll.next()).await;
+            self.poll_acks();
+        }
+    }
+
     /// Acknowledges every frame the peer's TCP stack has acknowledged.
     fn poll_acks(&mut self) {
         let Some(conn) = &self.conn else { return };
@@ -321,6 +335,7 @@ impl<D: Dialer> TcpWriter<D> {
                     }
                     if c.stale() {
                         self.conn = Some(c);
+                        self.settle_before_retiring().await;
                         self.retire_connection();
                         continue;
                     }
