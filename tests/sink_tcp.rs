@@ -27,6 +27,7 @@ fn spec(address: String) -> SinkSpec {
         batch_max_bytes: 64 * 1024,
         batch_linger: Duration::from_millis(2),
         connect_timeout: Duration::from_secs(2),
+        tls: None,
     }
 }
 
@@ -487,32 +488,6 @@ async fn tcp_close_with_a_stalled_receiver_returns_within_grace() {
         assert!(report.unacked > 0);
         let acked = tracker.done_upto().map_or(0, |d| d + 1);
         assert_eq!(acked as usize + report.unacked, 1000);
-    })
-    .await
-    .unwrap();
-}
-
-#[tokio::test]
-async fn tls_is_unavailable_and_keeps_frames_unacked() {
-    timeout(Duration::from_secs(10), async {
-        let mut s = spec(free_port().to_string());
-        s.protocol = Protocol::Tls;
-        let sink = sink::spawn(s);
-        let tracker = PartitionTracker::new("t", 0, Arc::new(NoStore));
-        feed(&sink, &tracker, 0..5).await;
-        assert!(
-            wait_until(Duration::from_secs(2), || sink.status().state
-                == SinkState::Unavailable)
-            .await
-        );
-        assert_eq!(
-            sink.status().last_error.as_deref(),
-            Some("tls not available yet")
-        );
-        assert_eq!(sink.status().queued, 5);
-        let report = sink.close(Duration::from_millis(200)).await;
-        assert_eq!(report.unacked, 5);
-        assert_eq!(tracker.done_upto(), None);
     })
     .await
     .unwrap();

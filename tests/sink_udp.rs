@@ -20,6 +20,7 @@ fn spec(address: String) -> SinkSpec {
         batch_max_bytes: 1 << 20,
         batch_linger: Duration::from_millis(5),
         connect_timeout: Duration::from_secs(2),
+        tls: None,
     }
 }
 

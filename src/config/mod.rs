@@ -346,6 +346,18 @@ pub struct TlsConfig {
     pub server_name: String,
     /// Verify the server certificate. Default true; false only for a lab (warned).
     pub verify: bool,
+    /// Oldest TLS version offered (`min_version`, "1.2" or "1.3"); 1.3 is always preferred.
+    pub min_version: TlsVersion,
+}
+
+/// A TLS protocol version, for `[syslog.tls] min_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5425's mandatory version; the default minimum).
+    #[default]
+    V1_2,
+    /// TLS 1.3.
+    V1_3,
 }
 
 /// One `[[syslog]]` destination.

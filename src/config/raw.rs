@@ -126,6 +126,7 @@ pub(crate) struct RawTls {
     pub key_file: Option<String>,
     pub server_name: Option<String>,
     pub verify: Option<bool>,
+    pub min_version: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -529,6 +529,27 @@ fn tls_only_with_protocol_tls() {
 }
 
 #[test]
+fn tls_min_version_is_1_2_or_1_3() {
+    let tls = |extra: &str| {
+        format!("[[syslog]]\nname = \"t\"\nprotocol = \"tls\"\naddress = \"siem:6514\"\n[syslog.tls]\n{extra}")
+    };
+    let v = |extra: &str| ok(&tls(extra)).syslog[0].tls.as_ref().unwrap().min_version;
+    assert_eq!(v(""), crate::config::TlsVersion::V1_2);
+    assert_eq!(
+        v("min_version = \"1.2\"\n"),
+        crate::config::TlsVersion::V1_2
+    );
+    assert_eq!(
+        v("min_version = \"1.3\"\n"),
+        crate::config::TlsVersion::V1_3
+    );
+    assert_eq!(
+        err(&tls("min_version = \"1.1\"\n")),
+        "syslog[0] \"t\": tls.min_version \"1.1\": expected \"1.2\" or \"1.3\""
+    );
+}
+
+#[test]
 fn load_checks_named_files() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("f.toml");

@@ -13,7 +13,7 @@ use super::raw::{
 use super::{
     AdminConfig, CategorySet, ComplianceConfig, ComplianceMode, Config, ConfigError, FieldRegex,
     FilterConfig, ForwarderConfig, KafkaConfig, Kind, SecretSource, Selection, SyslogConfig,
-    TicketConfig, TicketSystem, TicketWhen, TlsConfig,
+    TicketConfig, TicketSystem, TicketWhen, TlsConfig, TlsVersion,
 };
 use crate::event::{Category, Field, LogType};
 use crate::render::settings::{Protocol, SettingsInput};
@@ -729,12 +729,23 @@ fn destination(
                     .map(|(h, _)| h.to_owned())
                     .unwrap_or_default(),
             };
+            let min_version = match t.min_version.as_deref() {
+                None | Some("1.2") => TlsVersion::V1_2,
+                Some("1.3") => TlsVersion::V1_3,
+                Some(v) => {
+                    e.push(format!(
+                        "{pre}: tls.min_version {v:?}: expected \"1.2\" or \"1.3\""
+                    ));
+                    TlsVersion::V1_2
+                }
+            };
             Some(TlsConfig {
                 ca_file: path(t.ca_file),
                 cert_file,
                 key_file,
                 server_name,
                 verify: t.verify.unwrap_or(true),
+                min_version,
             })
         }
         (p, Some(_)) => {

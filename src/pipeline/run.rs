@@ -57,6 +57,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
                 batch_max_bytes: f.batch_max_bytes,
                 batch_linger: Duration::from_millis(f.batch_linger_ms),
                 connect_timeout: Duration::from_secs(5),
+                tls: d.tls.clone().map(sink::TlsSpec::new),
             };
             (d.render.clone(), sink::spawn(spec))
         })

@@ -42,9 +42,28 @@ pub enum SinkError {
     /// The peer closed the connection.
     #[error("the peer closed the connection")]
     PeerClosed,
-    /// TLS destinations are not implemented in this build.
-    #[error("tls not available yet")]
-    TlsUnavailable,
+    /// The TLS handshake failed, or the server refused the connection right after it; the
+    /// reason is named (unknown issuer, expired, name mismatch, client certificate refused...).
+    #[error("tls with {addr}: {reason}: {detail}")]
+    Tls {
+        /// The server's address.
+        addr: SocketAddr,
+        /// Why, as a bounded kind.
+        reason: super::tls::TlsReason,
+        /// rustls' own description.
+        detail: String,
+    },
+    /// The server accepted the TCP connection but did not finish the TLS handshake in time.
+    #[error("tls with {addr}: handshake timeout after {after:?} (the server never answered)")]
+    TlsHandshakeTimeout {
+        /// The server's address.
+        addr: SocketAddr,
+        /// The handshake timeout.
+        after: Duration,
+    },
+    /// The TLS settings cannot be used (CA, certificate or key file unreadable or invalid).
+    #[error("tls settings: {0}")]
+    TlsSettings(String),
 }
 
 impl SinkError {
@@ -56,7 +75,9 @@ impl SinkError {
             Self::Connect { .. } => "connect",
             Self::Write(_) => "write",
             Self::PeerClosed => "peer_closed",
-            Self::TlsUnavailable => "tls_unavailable",
+            Self::Tls { reason, .. } => reason.error_type(),
+            Self::TlsHandshakeTimeout { .. } => "tls_handshake_timeout",
+            Self::TlsSettings(_) => "tls_settings",
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Sink stage: one task per destination takes rendered frames from a bounded queue, batches
-//! them and writes them over UDP or TCP, reconnecting with backoff.
+//! them and writes them over UDP, TCP or TLS, reconnecting with backoff.
 //!
 //! Invariant: a frame's [`Ack`] completes only when the destination is truly done with it
 //! (UDP: handed to the kernel; TCP: acknowledged by the peer's TCP stack). A frame dropped
@@ -11,8 +11,10 @@
 //! - `tcp`: one write per batch over a `Transport`; `unacked` keeps written frames until
 //!   `SIOCOUTQ` shows the peer acknowledged them, and rewrites them all, in order, on a new
 //!   connection. Written-but-unacknowledged frames are bounded by the socket send buffer,
-//!   since no new batch is taken while a write waits. TLS plugs in as another `Transport`
-//!   that reports its ciphertext bytes.
+//!   since no new batch is taken while a write waits.
+//! - `tls`: the same writer over a TLS `Transport` that reports ciphertext bytes, so frames
+//!   are acked when the ciphertext that carried them is acknowledged; named handshake errors;
+//!   certificate files reloaded when they change.
 //! - `status`, `telemetry`: the handle's snapshot; metrics per batch (`events_sent_total` and
 //!   `bytes_sent_total` count resends too), logs at most once a minute per error kind.
 
@@ -21,6 +23,7 @@ mod connector;
 mod status;
 mod tcp;
 mod telemetry;
+mod tls;
 mod udp;
 mod unacked;
 
@@ -37,6 +40,7 @@ use crate::render::settings::Protocol;
 
 pub use connector::SinkError;
 pub use status::{SinkState, SinkStatus};
+pub use tls::{TlsReason, TlsSpec};
 
 use batch::{Batcher, Limits};
 use status::Shared;
@@ -61,6 +65,9 @@ pub struct SinkSpec {
     pub batch_linger: Duration,
     /// Limit for resolving and connecting, per attempt.
     pub connect_timeout: Duration,
+    /// TLS settings (`protocol = "tls"`); `None` there means verification against the system
+    /// roots with the host part of `address` as the name. Ignored for UDP and TCP.
+    pub tls: Option<TlsSpec>,
 }
 
 /// One rendered message for one destination.
@@ -85,6 +92,8 @@ pub struct SinkHandle {
     /// The close deadline passed: stop now, dropping un-acked frames.
     hard_stop: CancellationToken,
     task: JoinHandle<()>,
+    /// TLS destinations: the settings, to reload.
+    tls: Option<Arc<tls::TlsReloader>>,
 }
 
 /// What [`SinkHandle::close`] left behind.
@@ -125,6 +134,7 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
     let stop = hard_stop.clone();
     let up = metrics::gauge!(crate::metrics::DESTINATION_UP, "destination" => spec.name.clone());
     let max_events = spec.batch_max_events;
+    let mut tls_settings = None;
     let task = match spec.protocol {
         Protocol::Udp => {
             let w = udp::UdpWriter::new(spec.address, spec.connect_timeout, ctx);
@@ -148,12 +158,32 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
                 w.run(batcher, max_events),
             ))
         }
-        Protocol::Tls => tokio::spawn(supervise(
-            stop,
-            up,
-            Arc::clone(&shared),
-            unavailable(ctx, batcher, closing.clone()),
-        )),
+        Protocol::Tls => {
+            let t = spec
+                .tls
+                .unwrap_or_else(|| TlsSpec::defaults_for(&spec.address));
+            if !t.config.verify {
+                tracing::warn!(
+                    destination = %spec.name,
+                    "TLS verification is OFF (tls.verify = false): any server certificate is accepted; lab use only."
+                );
+            }
+            let settings = Arc::new(tls::TlsReloader::new(&spec.name, t.config));
+            tls_settings = Some(Arc::clone(&settings));
+            let dialer = tls::TlsDialer {
+                address: spec.address,
+                connect_timeout: spec.connect_timeout,
+                handshake_timeout: t.handshake_timeout,
+                settings,
+            };
+            let w = tcp::TcpWriter::new(dialer, ctx);
+            tokio::spawn(supervise(
+                stop,
+                up,
+                Arc::clone(&shared),
+                w.run(batcher, max_events),
+            ))
+        }
     };
     SinkHandle {
         name: spec.name,
@@ -162,6 +192,7 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
         closing,
         hard_stop,
         task,
+        tls: tls_settings,
     }
 }
 
@@ -183,17 +214,6 @@ async fn supervise(
     shared
         .in_flight
         .store(0, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// A destination this build cannot serve (TLS): frames stay queued, un-acked, so they are
-/// redelivered (or parked by the pipeline) instead of lost.
-async fn unavailable(ctx: Ctx, batcher: Batcher, closing: CancellationToken) {
-    ctx.set_state(SinkState::Unavailable);
-    let e = SinkError::TlsUnavailable;
-    ctx.shared.set_error(&e);
-    tracing::error!(destination = %ctx.name, error = %e, "Destination cannot be served; its events stay uncommitted.");
-    closing.cancelled().await;
-    drop(batcher);
 }
 
 impl SinkHandle {
@@ -222,6 +242,20 @@ impl SinkHandle {
         })?;
         Shared::add(&self.shared.accepted, 1);
         Ok(())
+    }
+
+    /// TLS destinations: rebuilds the TLS settings from the CA, certificate and key files now
+    /// (they are also checked on every connection attempt and every 2 s). New connections use
+    /// them; the open connection is replaced at its next batch, or at once when idle, and what
+    /// it had not got acknowledged is written again. Returns `Ok(false)` for UDP and TCP.
+    ///
+    /// # Errors
+    /// When the files cannot be used; the previous settings stay in force.
+    pub fn reload_tls(&self) -> Result<bool, SinkError> {
+        match &self.tls {
+            Some(t) => t.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// A snapshot of the destination's state and counters.

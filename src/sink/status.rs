@@ -14,7 +14,8 @@ pub enum SinkState {
     Connected,
     /// The connection failed; retrying with backoff. Frames not acknowledged will be resent.
     Reconnecting,
-    /// The destination cannot work in this build (TLS for now); frames stay queued, un-acked.
+    /// The destination cannot work in this build; frames stay queued, un-acked (unused since
+    /// TLS is served; kept for the admin API).
     Unavailable,
     /// The task has stopped.
     Closed,

@@ -29,8 +29,13 @@ pub(crate) trait Transport: AsyncWrite + Unpin + Send + 'static {
     fn wire_bytes(&self) -> u64;
     /// Of [`wire_bytes`](Self::wire_bytes), how many the peer has not acknowledged yet.
     fn unacked_bytes(&self) -> io::Result<u64>;
-    /// Whether the peer has closed or reset the connection (checked before each write).
-    fn peer_closed(&self) -> bool;
+    /// Whether the peer has closed or reset the connection (checked before each write), and
+    /// why: [`SinkError::PeerClosed`], or an error the peer sent (a TLS alert).
+    fn peer_closed(&mut self) -> Option<SinkError>;
+    /// Whether the connection should be replaced by a new one (its TLS settings changed).
+    fn stale(&self) -> bool {
+        false
+    }
 }
 
 /// Opens [`Transport`]s to one destination.
@@ -83,8 +88,8 @@ impl Transport for PlainTcp {
         Ok(0)
     }
 
-    fn peer_closed(&self) -> bool {
-        connector::peer_closed(&self.stream)
+    fn peer_closed(&mut self) -> Option<SinkError> {
+        connector::peer_closed(&self.stream).then_some(SinkError::PeerClosed)
     }
 }
 
@@ -145,6 +150,9 @@ pub(crate) struct TcpWriter<D: Dialer> {
 
 /// Without frames in flight, how often an idle connection is checked for a peer close.
 const IDLE_PROBE: Duration = Duration::from_secs(1);
+/// How long a connection being replaced (settings changed) may take to get its written
+/// frames acknowledged; what is still unacknowledged then is written again on the new one.
+const RETIRE_SETTLE: Duration = Duration::from_secs(1);
 /// A connection that lasted this long was healthy, whatever it acknowledged.
 const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 
@@ -216,10 +224,35 @@ impl<D: Dialer> TcpWriter<D> {
     /// frames wait for acknowledgement (they would never be acknowledged on that connection).
     fn check_idle_connection(&mut self) {
         self.poll_acks();
-        if let Some(conn) = &self.conn {
-            if conn.peer_closed() {
-                self.lose_connection(SinkError::PeerClosed, true);
-            }
+        let Some(conn) = &mut self.conn else { return };
+        if let Some(e) = conn.peer_closed() {
+            let graceful = matches!(e, SinkError::PeerClosed);
+            self.lose_connection(e, graceful);
+        } else if self.in_flight.is_empty() && conn.stale() {
+            self.retire_connection();
+        }
+    }
+
+    /// Replaces a healthy connection whose settings changed (TLS files rotated): what it has
+    /// not acknowledged yet is written again on the new one. Not an error.
+    fn retire_connection(&mut self) {
+        self.poll_acks();
+        self.conn = None;
+        self.backoff.reset();
+        let resent = self.in_flight.mark_all_unwritten();
+        Shared::add(&self.ctx.shared.resent, resent as u64);
+        self.ctx
+            .note("retired", "Settings changed; replacing the connection.");
+    }
+
+    /// Before replacing a healthy connection, lets its written frames be acknowledged (bounded
+    /// by [`RETIRE_SETTLE`]) so that few are written twice.
+    async fn settle_before_retiring(&mut self) {
+        let end = Instant::now() + RETIRE_SETTLE;
+        self.poll.reset();
+        while self.in_flight.len() > self.in_flight.unwritten() && Instant::now() < end {
+            tokio::time::sleep(self.poll.next()).await;
+            self.poll_acks();
         }
     }
 
@@ -293,11 +326,20 @@ impl<D: Dialer> TcpWriter<D> {
     async fn flush(&mut self) {
         while self.in_flight.unwritten() > 0 {
             let mut conn = match self.conn.take() {
-                Some(c) if !c.peer_closed() => c,
-                Some(c) => {
-                    self.conn = Some(c);
-                    self.lose_connection(SinkError::PeerClosed, true);
-                    continue;
+                Some(mut c) => {
+                    if let Some(e) = c.peer_closed() {
+                        self.conn = Some(c);
+                        let graceful = matches!(e, SinkError::PeerClosed);
+                        self.lose_connection(e, graceful);
+                        continue;
+                    }
+                    if c.stale() {
+                        self.conn = Some(c);
+                        self.settle_before_retiring().await;
+                        self.retire_connection();
+                        continue;
+                    }
+                    c
                 }
                 None => match self.connect().await {
                     Some(c) => c,
