@@ -1,13 +1,13 @@
-//! A syslog receiver on loopback that keeps every frame it gets, exactly as it came off the
-//! wire (framing included): the peer of `demo`, the tests and the load harness.
+//! A syslog receiver on loopback (UDP, TCP or TLS) that keeps every frame it gets, exactly as
+//! it came off the wire (framing included): the peer of `demo`, the tests and the load harness.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -88,7 +88,16 @@ impl Receiver {
     /// # Errors
     /// When the listener cannot be bound.
     pub async fn tcp_on(addr: SocketAddr, split: Split) -> std::io::Result<Self> {
-        Self::start_tcp(TcpListener::bind(addr).await?, split, None)
+        Self::start_tcp(TcpListener::bind(addr).await?, split, None, None)
+    }
+
+    /// A TLS receiver (RFC 5425) on 127.0.0.1 presenting `config`'s certificate.
+    ///
+    /// # Errors
+    /// When the listener cannot be bound.
+    pub async fn tls(split: Split, config: Arc<tokio_rustls::rustls::ServerConfig>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_tcp(listener, split, None, Some(tokio_rustls::TlsAcceptor::from(config)))
     }
 
     /// A slow TCP receiver: a small receive buffer, and a pause after each read of at most
@@ -104,13 +113,14 @@ impl Receiver {
         sock.listen(16)?;
         sock.set_nonblocking(true)?;
         let listener = TcpListener::from_std(sock.into())?;
-        Self::start_tcp(listener, split, Some((chunk, pause)))
+        Self::start_tcp(listener, split, Some((chunk, pause)), None)
     }
 
     fn start_tcp(
         listener: TcpListener,
         split: Split,
         pace: Option<(usize, Duration)>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
@@ -119,7 +129,17 @@ impl Receiver {
             let conns = tokio_util::task::TaskTracker::new();
             while let Ok((stream, _)) = listener.accept().await {
                 s.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                conns.spawn(read_stream(stream, split, pace, Arc::clone(&s)));
+                let s = Arc::clone(&s);
+                match tls.clone() {
+                    None => conns.spawn(read_stream(stream, split, pace, s)),
+                    Some(acceptor) => conns.spawn(async move {
+                        if let Ok(Ok(tls)) =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+                        {
+                            read_stream(tls, split, pace, s).await;
+                        }
+                    }),
+                };
             }
         });
         Ok(Receiver { addr, shared, task })
@@ -185,8 +205,8 @@ fn force_recv_buffer(sock: &socket2::Socket, bytes: libc::c_int) {
 #[cfg(not(target_os = "linux"))]
 fn force_recv_buffer(_: &socket2::Socket, _: i32) {}
 
-async fn read_stream(
-    mut stream: TcpStream,
+async fn read_stream<S: AsyncRead + Unpin>(
+    mut stream: S,
     split: Split,
     pace: Option<(usize, Duration)>,
     shared: Arc<Shared>,

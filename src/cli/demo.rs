@@ -1,14 +1,18 @@
 //! `demo`: the whole product on one machine, nothing to install. An in-process Kafka (the
 //! librdkafka mock cluster), sample events of every log type and category plus a few broken
-//! ones, three local receivers; prints what each receiver got and a summary.
+//! ones, four local receivers (TCP, UDP, TLS with a CA made on the spot, TCP with LF framing);
+//! prints what each receiver got and a summary.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::ServerConfig;
 
 use super::EXIT_RUNTIME;
 use crate::config::{self, Config};
@@ -67,6 +71,18 @@ protocol = "udp"
 format = "cef"
 address = "{acme}"
 
+# Group globex's SIEM: RFC 5425 over TLS, verified against a CA made for the demo.
+[[syslog]]
+name = "globex-tls"
+kind = "group"
+group = "globex"
+protocol = "tls"
+format = "rfc5425"
+address = "{globex}"
+[syslog.tls]
+ca_file = "{ca_file}"
+server_name = "127.0.0.1"
+
 # An archive that wants only risky detections, RFC 3164 over TCP, one line per event.
 [[syslog]]
 name = "archive-3164"
@@ -81,6 +97,28 @@ address = "{archive}"
 [syslog.filter]
 min_risk = 5
 "#;
+
+/// A CA (PEM, for the destination's `ca_file`) and a server config for 127.0.0.1 signed by it.
+fn demo_tls() -> anyhow::Result<(String, Arc<ServerConfig>)> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "plura-forwarder demo CA");
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
+    leaf.distinguished_name.push(DnType::CommonName, "demo syslog receiver");
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf_cert.der().clone()], key)?;
+    Ok((ca_cert.pem(), Arc::new(server)))
+}
 
 /// Broken messages the demo sends to show dead-lettering.
 const BROKEN: [&str; 3] = [
@@ -124,9 +162,14 @@ pub(super) async fn main(opts: DemoOptions) -> ExitCode {
 /// # Errors
 /// When a local socket, the embedded Kafka or the pipeline cannot start.
 pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
+    let certs = tempfile::tempdir()?;
+    let (ca_pem, server) = demo_tls()?;
+    let ca_file = certs.path().join("demo-ca.pem");
+    std::fs::write(&ca_file, ca_pem)?;
     let receivers = [
         ("soc-siem", Receiver::tcp(Split::OctetCounting).await?),
         ("acme-cef", Receiver::udp().await?),
+        ("globex-tls", Receiver::tls(Split::OctetCounting, server).await?),
         ("archive-3164", Receiver::tcp(Split::Byte(b'\n')).await?),
     ];
     let kafka = EmbeddedKafka::start(&[
@@ -139,7 +182,9 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
         .replace("{brokers}", &kafka.bootstrap_servers())
         .replace("{soc}", &receivers[0].1.addr().to_string())
         .replace("{acme}", &receivers[1].1.addr().to_string())
-        .replace("{archive}", &receivers[2].1.addr().to_string());
+        .replace("{globex}", &receivers[2].1.addr().to_string())
+        .replace("{ca_file}", &ca_file.display().to_string())
+        .replace("{archive}", &receivers[3].1.addr().to_string());
     let cfg = config::from_toml_str(&toml).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
 
     let want = produce(&cfg, opts.events).await?;
