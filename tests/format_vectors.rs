@@ -40,6 +40,12 @@ fn run(v: &Value) -> Result<(), String> {
         Some(Value::String(a)) => a,
         _ => "Plura".into(),
     };
+    // formats.md §4 writes SD as `structured_data: {"sd_id": ...}`; config.md's key is `sd_id`.
+    if let Some(sd) = settings.remove("structured_data") {
+        if let Some(id) = sd.get("sd_id") {
+            settings.insert("sd_id".into(), id.clone());
+        }
+    }
     let input: SettingsInput = serde_json::from_value(Value::Object(settings))
         .map_err(|e| format!("settings do not parse: {e}"))?;
     let built = input.build(hostname, app_name, Protocol::Udp);

@@ -71,6 +71,7 @@ struct Ext<'d> {
 
 impl Ext<'_> {
     /// `key` is written ` name=`; the first pair drops the SP.
+    #[inline(always)]
     fn key(&mut self, key: &'static str) {
         let k = key.as_bytes();
         self.dst.put_slice(if self.first { &k[1..] } else { k });
@@ -78,6 +79,7 @@ impl Ext<'_> {
     }
 
     /// `csNLabel=text` right before its field when `cef_labels` is on (D12).
+    #[inline(always)]
     fn label(&mut self, label_key: &'static str, text: &str) {
         if self.opts.labels {
             self.key(label_key);
@@ -94,11 +96,13 @@ impl Ext<'_> {
     }
 
     /// A String key: the escaped value cut to `max` characters, or `-`.
+    #[inline(always)]
     fn string(&mut self, key: &'static str, v: Option<&str>, max: usize) {
         self.key(key);
         self.value(&[v.unwrap_or("-")], max);
     }
 
+    #[inline(always)]
     fn cs(&mut self, n: usize, label: &str, v: Option<&str>) {
         self.label(CS_LABEL[n], label);
         self.string(CS[n], v, 4000);
@@ -111,6 +115,7 @@ impl Ext<'_> {
     }
 
     /// An IP address key: exactly one IPv4 or IPv6 address, else left out.
+    #[inline(always)]
     fn ip(&mut self, key: &'static str, v: Option<&str>) {
         if let Some(s) = v.filter(|s| is_ip(s)) {
             self.key(key);

@@ -150,8 +150,6 @@ pub struct SettingsInput {
     pub procid: Option<String>,
     pub msgid: Option<String>,
     pub sd_id: Option<String>,
-    /// formats.md §4 spelling of `sd_id`: `structured_data = { sd_id = "name@PEN" }`.
-    pub structured_data: Option<StructuredDataInput>,
     pub tag_colon: Option<bool>,
     pub cef_header: Option<CefHeader>,
     pub cef_tag: Option<bool>,
@@ -161,14 +159,6 @@ pub struct SettingsInput {
     pub include_compliance: Option<bool>,
     pub max_message_bytes: Option<i64>,
     pub on_oversize: Option<OnOversize>,
-}
-
-/// The `structured_data` table (formats.md §4); the same as the flat `sd_id` key.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StructuredDataInput {
-    /// `name@<IANA enterprise number>`.
-    pub sd_id: Option<String>,
 }
 
 /// Checked, complete rendering settings. Equal settings render equal bytes, so the pipeline
@@ -390,19 +380,7 @@ impl SettingsInput {
                 MsgId::Fixed(m.to_owned())
             }
         };
-        let nested = self
-            .structured_data
-            .as_ref()
-            .and_then(|t| t.sd_id.as_deref());
-        let sd_id = match (self.sd_id.as_deref(), nested) {
-            (Some(a), Some(b)) if a != b => {
-                return err(format!(
-                    "sd_id {a:?} and structured_data.sd_id {b:?} disagree; set one of them"
-                ))
-            }
-            (a, b) => a.or(b),
-        };
-        let sd_id = match sd_id {
+        let sd_id = match self.sd_id.as_deref() {
             None | Some("") => None,
             Some(s) => {
                 check_sd_id(s)?;
@@ -575,16 +553,7 @@ mod tests {
     }
 
     #[test]
-    fn structured_data_table_and_rfc3164_udp_default() {
-        let s = build("structured_data = { sd_id = \"plura@32473\" }").unwrap();
-        assert_eq!(s.sd_id.as_deref(), Some("plura@32473"));
-        assert!(
-            build("sd_id = \"a@1\"\nstructured_data = { sd_id = \"b@1\" }")
-                .unwrap_err()
-                .0
-                .contains("disagree")
-        );
-        assert!(build("structured_data = { sd_id = \"plura\" }").is_err());
+    fn rfc3164_udp_default_and_warnings() {
         assert_eq!(
             build("format = \"rfc3164\"").unwrap().max_message_bytes,
             1024
