@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 use crate::render::settings::{
     Bom, CefHeader, CefTime, Format, Framing, NameOrNumber, Newline, OnOversize, Protocol,
-    StructuredDataInput,
 };
 
 /// The whole file, assembled table by table by `validate::parse` (which refuses unknown
@@ -93,7 +92,6 @@ pub(crate) struct RawSyslog {
     pub procid: Option<String>,
     pub msgid: Option<String>,
     pub sd_id: Option<String>,
-    pub structured_data: Option<StructuredDataInput>,
     pub tag_colon: Option<bool>,
     pub cef_header: Option<CefHeader>,
     pub cef_tag: Option<bool>,

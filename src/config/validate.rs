@@ -633,7 +633,6 @@ fn destination(
         procid: r.procid.take(),
         msgid: r.msgid.take(),
         sd_id: r.sd_id.take(),
-        structured_data: r.structured_data.take(),
         tag_colon: r.tag_colon,
         cef_header: r.cef_header,
         cef_tag: r.cef_tag,
