@@ -185,6 +185,32 @@ impl Receiver {
     }
 }
 
+/// A CA made on the spot (PEM, for a destination's `ca_file`) and a server config for
+/// 127.0.0.1 signed by it: the TLS peer of the demo and the load harness.
+///
+/// # Errors
+/// When a key or certificate cannot be made.
+pub fn loopback_tls() -> anyhow::Result<(String, Arc<tokio_rustls::rustls::ServerConfig>)> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "plura-forwarder demo CA");
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
+    leaf.distinguished_name.push(DnType::CommonName, "demo syslog receiver");
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let server = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf_cert.der().clone()], key)?;
+    Ok((ca_cert.pem(), Arc::new(server)))
+}
+
 /// Above `net.core.rmem_max` only root may go (SO_RCVBUFFORCE); elsewhere the kernel's cap
 /// stays, which is fine for tests.
 #[cfg(target_os = "linux")]

@@ -4,15 +4,12 @@
 //! prints what each receiver got and a summary.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::rustls::ServerConfig;
 
 use super::EXIT_RUNTIME;
 use crate::config::{self, Config};
@@ -98,28 +95,6 @@ address = "{archive}"
 min_risk = 5
 "#;
 
-/// A CA (PEM, for the destination's `ca_file`) and a server config for 127.0.0.1 signed by it.
-fn demo_tls() -> anyhow::Result<(String, Arc<ServerConfig>)> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "plura-forwarder demo CA");
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
-    leaf.distinguished_name.push(DnType::CommonName, "demo syslog receiver");
-    let leaf_key = KeyPair::generate()?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf_cert.der().clone()], key)?;
-    Ok((ca_cert.pem(), Arc::new(server)))
-}
-
 /// Broken messages the demo sends to show dead-lettering.
 const BROKEN: [&str; 3] = [
     "{not json",
@@ -163,7 +138,7 @@ pub(super) async fn main(opts: DemoOptions) -> ExitCode {
 /// When a local socket, the embedded Kafka or the pipeline cannot start.
 pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
     let certs = tempfile::tempdir()?;
-    let (ca_pem, server) = demo_tls()?;
+    let (ca_pem, server) = crate::receiver::loopback_tls()?;
     let ca_file = certs.path().join("demo-ca.pem");
     std::fs::write(&ca_file, ca_pem)?;
     let receivers = [
