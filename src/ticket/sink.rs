@@ -171,6 +171,23 @@ impl Shared {
                 e.status(),
             ),
         };
+        self.write(
+            event_id,
+            origin,
+            (key, url, outcome, error, status),
+            attempts,
+        )
+        .await;
+    }
+
+    /// A history record: (key, url, outcome, error, status).
+    async fn write(
+        &self,
+        event_id: &str,
+        origin: &str,
+        (key, url, outcome, error, status): (String, String, &str, Option<String>, Option<u16>),
+        attempts: u32,
+    ) {
         self.history
             .record(HistoryRecord {
                 time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -437,10 +454,15 @@ async fn run(s: Arc<Shared>, mut rx: mpsc::Receiver<Job>, cancel: CancellationTo
         if let Some(until) = auth_failed_until.filter(|&t| now < t) {
             forget(&s, &job);
             s.count(Outcome::Failed);
+            let wait = until.duration_since(now).as_secs();
             if let Some(suppressed) = s.log.allow("auth") {
-                tracing::error!(ticket = %s.name(), suppressed, retry_in_s = until.duration_since(now).as_secs(),
+                tracing::error!(ticket = %s.name(), suppressed, retry_in_s = wait,
                     "Ticket not sent: the system refused the credentials recently; fix the auth key.");
             }
+            let why =
+                format!("not sent: the system refused the credentials; next attempt in {wait} s");
+            let rec = (String::new(), String::new(), "failed", Some(why), None);
+            s.write(&job.event.id, "auto", rec, 0).await;
             continue;
         }
         let id = job.event.id.clone();
