@@ -7,7 +7,8 @@
 //! PLURA_TEST_REDMINE_PROJECT=secops              # optional; an existing project identifier
 //! ```
 //!
-//! The REST API must be enabled (Administration › Settings › API).
+//! The REST API must be enabled (Administration › Settings › API). `tests/ticket_redmine_setup.sh`
+//! installs and starts one (Debian redmine + redmine-sqlite + thin) and prints these variables.
 
 mod ticket_mock;
 
@@ -91,7 +92,8 @@ async fn creates_a_real_issue_with_the_raw_log() {
         "[HIGH] 컬럼 데이터 탈취 from 172.16.20.192 on Harry-LP-L"
     );
     assert_eq!(issue["priority"]["id"], 3);
-    let d = issue["description"].as_str().unwrap();
+    // Redmine stores line ends as CRLF.
+    let d = issue["description"].as_str().unwrap().replace("\r\n", "\n");
     assert!(
         d.contains("<pre>\nGET /x &lt;/pre> <b>y</b>\nline 2\n</pre>"),
         "{d}"
