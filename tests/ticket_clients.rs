@@ -502,3 +502,77 @@ async fn unreachable_is_a_transport_error_and_a_missing_key_names_the_source() {
         .unwrap_err();
     assert_eq!(e, TicketError::NotAnObject);
 }
+
+#[tokio::test]
+async fn redmine_tracker_by_name_is_looked_up_once() {
+    let mock = Mock::start(Reply::json(201, json!({"issue": {"id": 1}}))).await;
+    mock.route(|r| {
+        (r.method == "GET" && r.path == "/trackers.json").then(|| {
+            Reply::json(
+                200,
+                json!({"trackers": [{"id": 1, "name": "Bug"}, {"id": 3, "name": "Support"}]}),
+            )
+        })
+    });
+    let (_d, key) = secret_file("k");
+    let mut cfg = ticket("redmine", TicketSystem::Redmine, "5", &mock.base(), key);
+    cfg.issue_type = "support".into();
+    let t = ticket::Target::new(&cfg).unwrap();
+    for i in 0..2 {
+        let ev = ticket::TicketEvent::from_json(&event(&format!("e{i}"), "F", "1.1.1.1")).unwrap();
+        within(t.create(&ticket::TicketContent::for_event(ev, false, &[])))
+            .await
+            .unwrap();
+    }
+    let reqs = mock.requests();
+    let seen: Vec<(&str, &str)> = reqs
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET", "/trackers.json"),
+            ("POST", "/issues.json"),
+            ("POST", "/issues.json")
+        ]
+    );
+    assert_eq!(reqs[0].header("x-redmine-api-key"), Some("k"));
+    assert_eq!(reqs[1].json()["issue"]["tracker_id"], 3);
+    assert!(
+        !reqs[1].json()["issue"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Raw log"),
+        "include_raw_log = false"
+    );
+}
+
+#[tokio::test]
+async fn too_long_is_retried_once_with_a_short_raw_log() {
+    let mock = Mock::start(Reply::json(201, json!({"id": "1", "key": "SEC-9"}))).await;
+    mock.script([Reply::json(
+        400,
+        json!({"errorMessages": [], "errors": {"description": "The entered text is too long. It exceeds the allowed limit of 32,767 characters."}}),
+    )]);
+    let (_d, key) = secret_file("k");
+    let cfg = ticket("jira-dc", TicketSystem::Jira, "server", &mock.base(), key);
+    let mut ev = event("e-long", "F", "1.1.1.1");
+    ev["logOrigin"] = json!("x".repeat(20_000));
+    let c = within(ticket::issue(&cfg, &ev, &[])).await.unwrap();
+    assert_eq!(c.key, "SEC-9");
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 2);
+    let (a, b) = (reqs[0].json(), reqs[1].json());
+    let len = |j: &serde_json::Value| j["fields"]["description"].as_str().unwrap().len();
+    assert!(
+        len(&a) > 20_000 && len(&b) < 6_000,
+        "{} then {}",
+        len(&a),
+        len(&b)
+    );
+    assert!(b["fields"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("(truncated, 16000 bytes omitted)"));
+}

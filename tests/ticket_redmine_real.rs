@@ -77,6 +77,7 @@ async fn creates_a_real_issue_with_the_raw_log() {
     let (_d, key) = secret_file(&r.key);
     let mut cfg = ticket("redmine", TicketSystem::Redmine, "5", &r.url, key);
     cfg.project = r.project.clone();
+    cfg.issue_type = "Support".into();
     let mut ev = event("real-1", "F-1", "10.0.0.1");
     ev["logOrigin"] = json!("GET /x </pre> <b>y</b>\nline 2");
     let c = ticket::issue(&cfg, &ev, &[("pci_dss_3_2_1", "10.6.1")])
@@ -92,6 +93,10 @@ async fn creates_a_real_issue_with_the_raw_log() {
         "[HIGH] 컬럼 데이터 탈취 from 172.16.20.192 on Harry-LP-L"
     );
     assert_eq!(issue["priority"]["id"], 3);
+    assert_eq!(
+        issue["tracker"]["name"], "Support",
+        "tracker name resolved to its id"
+    );
     // Redmine stores line ends as CRLF.
     let d = issue["description"].as_str().unwrap().replace("\r\n", "\n");
     assert!(

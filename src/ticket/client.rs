@@ -35,6 +35,15 @@ pub struct Created {
 /// The longest wait a server's `Retry-After` may impose on one attempt.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
+/// The raw-log excerpt (characters) of the one retry after "too large".
+pub const SHORT_RAW_LOG: usize = 4000;
+
+/// Jira "The entered text is too long…", MantisBT "must be shorter than…" (code 28).
+fn is_too_long(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("too long") || m.contains("shorter than") || m.contains("exceeds the allowed limit")
+}
+
 /// Per-request timeout (connect included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -49,6 +58,8 @@ pub struct Target {
     pub(crate) mantis_index_php: AtomicBool,
     /// Set by a success that said "no requests left" (Jira `X-RateLimit-Remaining: 0`).
     pause_hint: Mutex<Option<Duration>>,
+    /// Redmine: the tracker id a tracker *name* resolved to (`None` inside: no such tracker).
+    pub(crate) redmine_tracker: Mutex<Option<Option<u64>>>,
 }
 
 impl Target {
@@ -70,6 +81,7 @@ impl Target {
             http,
             mantis_index_php: AtomicBool::new(false),
             pause_hint: Mutex::new(None),
+            redmine_tracker: Mutex::new(None),
         })
     }
 
@@ -89,6 +101,29 @@ impl Target {
     /// # Errors
     /// The server's refusal or the transport error, classified.
     pub async fn create(&self, content: &TicketContent) -> Result<Created, TicketError> {
+        match self.create_once(content).await {
+            // Body too big for a proxy (413), or a text field over the instance's limit
+            // (Jira DC's limit is configurable): once more with a short raw-log excerpt.
+            Err(TicketError::Rejected {
+                status, message, ..
+            }) if content
+                .raw_log
+                .as_ref()
+                .is_some_and(|r| r.len() > SHORT_RAW_LOG)
+                && (status == 413 || is_too_long(&message)) =>
+            {
+                tracing::warn!(ticket = %self.cfg.name, status, error = %message, "Ticket too large; retrying with a shorter raw log.");
+                let mut shorter = content.clone();
+                shorter.raw_log = shorter
+                    .raw_log
+                    .map(|r| super::description::clean_raw(&r, SHORT_RAW_LOG));
+                self.create_once(&shorter).await
+            }
+            r => r,
+        }
+    }
+
+    async fn create_once(&self, content: &TicketContent) -> Result<Created, TicketError> {
         match self.cfg.system {
             TicketSystem::Jira => jira::create(self, content).await,
             TicketSystem::MantisBt => mantis::create(self, content).await,
@@ -103,17 +138,31 @@ impl Target {
         auth: (HeaderName, HeaderValue),
         body: &Json,
     ) -> Result<Reply, TicketError> {
+        self.send(self.http.post(url).json(body), auth).await
+    }
+
+    /// GETs `url` with one auth header (lookups such as Redmine's tracker list).
+    pub(crate) async fn get(
+        &self,
+        url: &str,
+        auth: (HeaderName, HeaderValue),
+    ) -> Result<Reply, TicketError> {
+        self.send(self.http.get(url), auth).await
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        auth: (HeaderName, HeaderValue),
+    ) -> Result<Reply, TicketError> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let mut auth_value = auth.1;
         auth_value.set_sensitive(true);
         headers.insert(auth.0, auth_value);
-        let resp = self
-            .http
-            .post(url)
+        let resp = req
             .headers(headers)
-            .json(body)
             .send()
             .await
             .map_err(|e| self.transport(&e))?;

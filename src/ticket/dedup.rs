@@ -45,21 +45,24 @@ impl Dedup {
     }
 
     /// The dedup key of an event: its `dedup_key` field values, unit-separated. `None` when
-    /// key dedup is off.
+    /// key dedup is off or the event has none of the fields.
     pub fn key_of(&self, get: impl Fn(&str) -> Option<String>) -> Option<String> {
         if self.window.is_zero() || self.fields.is_empty() {
             return None;
         }
         let mut k = String::new();
+        let mut any = false;
         for (i, f) in self.fields.iter().enumerate() {
             if i > 0 {
                 k.push('\u{1f}');
             }
             if let Some(v) = get(f) {
+                any = true;
                 k.push_str(&v);
             }
         }
-        Some(k)
+        // An event with none of the fields is not "the same" as every other such event.
+        any.then_some(k)
     }
 
     /// Checks and, when new, remembers: `Ok(key)` to go ahead (the key to [`Dedup::forget`] if
@@ -149,6 +152,7 @@ mod tests {
         assert_eq!(d.check("e1", None, later), Err(Seen::EventId));
         d.forget(k1.as_deref().unwrap());
         assert_eq!(d.check("e5", k1.clone(), later), Ok(k1));
+        assert_eq!(d.key_of(|_| None), None, "no dedup field present: no key");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Redmine 4.x / 5.x: `POST {base}/issues.json` with `X-Redmine-API-Key`, body `{"issue":{…}}`,
-//! Textile description (the default text formatting). An unknown or invisible project is a 422,
+//! Textile description (the default text formatting); `issue_type` is the tracker (id or name). An unknown or invisible project is a 422,
 //! not a 404. ticketing.md §4.
 
 use reqwest::header::HeaderName;
@@ -22,9 +22,9 @@ pub fn create_url(t: &Target) -> String {
     format!("{}/issues.json", t.base())
 }
 
-/// The request body; `issue_type` is the tracker: a numeric id is sent as `tracker_id`, a name
-/// leaves the project's default tracker (Redmine only takes ids).
-pub fn body(t: &Target, c: &TicketContent, with_priority: bool) -> Json {
+/// The request body; `tracker` is the `issue_type` resolved to an id (`None` leaves the
+/// project's default tracker).
+pub fn body(t: &Target, c: &TicketContent, tracker: Option<u64>, with_priority: bool) -> Json {
     let project = t.cfg.project.trim();
     let project_id = match project.parse::<u64>() {
         Ok(n) => json!(n),
@@ -35,7 +35,7 @@ pub fn body(t: &Target, c: &TicketContent, with_priority: bool) -> Json {
         "subject": truncate_chars(&c.summary, SUBJECT_MAX),
         "description": textile(c, DESCRIPTION_MAX),
     });
-    if let Ok(tracker) = t.cfg.issue_type.trim().parse::<u64>() {
+    if let Some(tracker) = tracker {
         issue["tracker_id"] = json!(tracker);
     }
     if let (true, Some(level)) = (with_priority, c.level) {
@@ -60,14 +60,54 @@ pub(crate) async fn create(t: &Target, c: &TicketContent) -> Result<Created, Tic
     }
 }
 
+/// `issue_type` as a tracker id: a number as it is; a name looked up once in
+/// `GET /trackers.json` (Redmine takes only ids, and silently uses the project's default
+/// tracker for an unknown one). A failed lookup is retried with the next ticket.
+async fn tracker_id(t: &Target) -> Result<Option<u64>, TicketError> {
+    let name = t.cfg.issue_type.trim();
+    if let Ok(n) = name.parse::<u64>() {
+        return Ok(Some(n));
+    }
+    if let Some(cached) = *t.redmine_tracker.lock().unwrap_or_else(|p| p.into_inner()) {
+        return Ok(cached);
+    }
+    let key = (HeaderName::from_static(API_KEY), t.header_value(&t.secret)?);
+    let Ok(reply) = t.get(&format!("{}/trackers.json", t.base()), key).await else {
+        return Ok(None);
+    };
+    if !reply.status.is_success() {
+        return Ok(None);
+    }
+    let found = reply
+        .json()
+        .as_ref()
+        .and_then(|j| j.get("trackers"))
+        .and_then(Json::as_array)
+        .and_then(|list| {
+            list.iter()
+                .find(|x| {
+                    x["name"]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+                .and_then(|x| x["id"].as_u64())
+        });
+    if found.is_none() {
+        tracing::warn!(ticket = %t.cfg.name, tracker = name, "Redmine has no tracker by this name; issues get the project's default tracker.");
+    }
+    *t.redmine_tracker.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+    Ok(found)
+}
+
 async fn create_once(
     t: &Target,
     c: &TicketContent,
     with_priority: bool,
 ) -> Result<Created, TicketError> {
+    let tracker = tracker_id(t).await?;
     let key = (HeaderName::from_static(API_KEY), t.header_value(&t.secret)?);
     let reply = t
-        .post(&create_url(t), key, &body(t, c, with_priority))
+        .post(&create_url(t), key, &body(t, c, tracker, with_priority))
         .await?;
     let json = reply.json();
     if reply.status.is_success() {
