@@ -27,6 +27,8 @@ fn rec(i: u32, outcome: &str) -> HistoryRecord {
         } else {
             String::new()
         },
+        id: (outcome == "created").then(|| format!("1000{i}")),
+        project: "SEC".into(),
         outcome: outcome.into(),
         origin: "auto".into(),
         error: (outcome == "failed").then(|| "jira rejected the ticket: HTTP 400".into()),

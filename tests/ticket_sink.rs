@@ -364,3 +364,37 @@ async fn router_offers_by_when_and_serves_manual_and_test_tickets() {
     tokio::time::timeout(T, router.join()).await.unwrap();
     tokio::time::timeout(T, replica.join()).await.unwrap();
 }
+
+#[tokio::test]
+async fn jira_remaining_zero_pauses_until_the_reset() {
+    let mock = Mock::start(jira_ok()).await;
+    mock.script([Reply::json(201, json!({"id": "10001", "key": "SEC-2"}))
+        .header("x-ratelimit-remaining", "0")
+        .header("retry-after", "1")]);
+    let (_d, key) = secret_file("t");
+    let cfg = ticket("jira-soc", TicketSystem::Jira, "cloud", &mock.base(), key);
+    let (h, history, cancel) = spawn(&cfg, fast(), None);
+    h.offer_owned(owned("e1", "F1", "10.0.0.1"), &[]);
+    h.offer_owned(owned("e2", "F1", "10.0.0.2"), &[]);
+    assert!(
+        wait_until(T, || h.counts().created == 2).await,
+        "{:?}",
+        h.counts()
+    );
+    let reqs = mock.requests();
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "next request after {gap:?}"
+    );
+    let first = &history.list(10)[1];
+    assert_eq!(
+        (
+            first.key.as_str(),
+            first.id.as_deref(),
+            first.project.as_str()
+        ),
+        ("SEC-2", Some("10001"), "SEC")
+    );
+    cancel.cancel();
+}

@@ -35,6 +35,12 @@ pub struct HistoryRecord {
     pub key: String,
     /// The issue's URL; empty when it failed.
     pub url: String,
+    /// The system's numeric issue id, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The configured project.
+    #[serde(default)]
+    pub project: String,
     /// `created` or `failed`.
     pub outcome: String,
     /// `auto` (a `[ticket.when]` match), `manual` (the admin API) or `test`.
@@ -342,9 +348,22 @@ impl Tail {
         if partitions.is_empty() {
             return None;
         }
+        // Only the newest `capacity` records of each partition can stay in the ring: start
+        // there instead of reading a long-retained topic from its beginning.
+        let cap = i64::try_from(self.inner.ring().cap).unwrap_or(i64::MAX);
+        let mut highs = HashMap::new();
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
-            let _ = tpl.add_partition_offset(&self.topic, p, Offset::Beginning);
+            let start = match consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(5)) {
+                Ok((low, high)) => {
+                    if high > low {
+                        highs.insert(p, high);
+                    }
+                    Offset::Offset(low.max(high.saturating_sub(cap)))
+                }
+                Err(_) => Offset::Beginning,
+            };
+            let _ = tpl.add_partition_offset(&self.topic, p, start);
         }
         let assigned = consumer.assign(&tpl);
         drop(tpl);
@@ -353,16 +372,6 @@ impl Tail {
             return None;
         }
         self.assigned = true;
-        let mut highs = HashMap::new();
-        for p in partitions {
-            if let Ok((low, high)) =
-                consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(5))
-            {
-                if high > low {
-                    highs.insert(p, high);
-                }
-            }
-        }
         Some(highs)
     }
 
@@ -440,6 +449,8 @@ mod tests {
             event_id: event.into(),
             key: "SEC-1".into(),
             url: "u".into(),
+            id: None,
+            project: "SEC".into(),
             outcome: outcome.into(),
             origin: "auto".into(),
             error: None,

@@ -7,6 +7,25 @@
 //! - [`jira`], [`mantis`], [`redmine`]: request and answer shapes; [`description`]: the text.
 //! - [`history`]: the "발행 티켓" history on a Kafka topic, read back newest first.
 //! - [`issue`] and [`test_ticket`]: one-shot library calls for the CLI (`ticket-test`).
+//!
+//! # Decisions where the contract is silent
+//! - Summary: `[LEVEL] filterName from detectIp on serverName` (fallbacks: `serverIp`;
+//!   `userActionCategoryName`, `detectDescription`, `serviceName eventName` for the title),
+//!   `[PLURA]` without a risk level. Cut to 255 characters (MantisBT 128).
+//! - Priority from `filterRiskLevel`: 9–10 / `Very-High` → Jira `Highest`, Mantis `urgent`,
+//!   Redmine 4 (Urgent); 7–8 / `High` → `High`, `high`, 3; 4–6 / `Medium` → `Medium`,
+//!   `normal`, 2; 1–3 / `Low` → `Low`, `low`, 1; 0 → `Lowest`, `low`, 1; `-` or unknown → no
+//!   priority. A server that refuses the field (Jira "cannot be set", Redmine "Priority cannot
+//!   be blank") gets the ticket once more without it.
+//! - Labels (Jira): `plura`, `plura-<logType>`, `plura-<category>`, `fwd-<hash of event id>`
+//!   (+ `test`). MantisBT gets the marker in `additional_information` (tags need rights),
+//!   Redmine in the description.
+//! - Dedup: a key (the `dedup_key` values) is remembered from the offer for
+//!   `dedup_window_s`; a ticket that fails for good forgets it, so the next event may try
+//!   again. Event ids are remembered at least an hour, and created tickets in the shared
+//!   history are never made again for the same event id.
+//! - Manual and test tickets are not rate limited, are tried once (plus the fallbacks), are
+//!   counted in `tickets_total` and recorded in the history (`origin` manual / test).
 
 pub mod bucket;
 pub mod client;

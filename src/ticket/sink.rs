@@ -161,49 +161,40 @@ impl Shared {
         result: &Result<Created, TicketError>,
         attempts: u32,
     ) {
-        let (key, url, outcome, error, status) = match result {
-            Ok(c) => (c.key.clone(), c.url.clone(), "created", None, None),
-            Err(e) => (
-                String::new(),
-                String::new(),
-                "failed",
-                Some(e.to_string()),
-                e.status(),
-            ),
-        };
-        self.write(
-            event_id,
-            origin,
-            (key, url, outcome, error, status),
-            attempts,
-        )
-        .await;
+        let mut r = self.new_record(event_id, origin, attempts);
+        match result {
+            Ok(c) => {
+                r.key.clone_from(&c.key);
+                r.url.clone_from(&c.url);
+                r.id.clone_from(&c.id);
+                r.outcome = "created".into();
+            }
+            Err(e) => {
+                r.error = Some(e.to_string());
+                r.status = e.status();
+            }
+        }
+        self.history.record(r).await;
     }
 
-    /// A history record: (key, url, outcome, error, status).
-    async fn write(
-        &self,
-        event_id: &str,
-        origin: &str,
-        (key, url, outcome, error, status): (String, String, &str, Option<String>, Option<u16>),
-        attempts: u32,
-    ) {
-        self.history
-            .record(HistoryRecord {
-                time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                ticket: self.name().to_owned(),
-                system: self.target.system().to_owned(),
-                event_id: event_id.to_owned(),
-                key,
-                url,
-                outcome: outcome.to_owned(),
-                origin: origin.to_owned(),
-                error,
-                status,
-                attempts,
-                record_id: String::new(),
-            })
-            .await;
+    /// A `failed` record without key or URL; the caller fills in the rest.
+    fn new_record(&self, event_id: &str, origin: &str, attempts: u32) -> HistoryRecord {
+        HistoryRecord {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ticket: self.name().to_owned(),
+            system: self.target.system().to_owned(),
+            event_id: event_id.to_owned(),
+            key: String::new(),
+            url: String::new(),
+            id: None,
+            project: self.target.cfg.project.clone(),
+            outcome: "failed".into(),
+            origin: origin.to_owned(),
+            error: None,
+            status: None,
+            attempts,
+            record_id: String::new(),
+        }
     }
 }
 
@@ -459,10 +450,11 @@ async fn run(s: Arc<Shared>, mut rx: mpsc::Receiver<Job>, cancel: CancellationTo
                 tracing::error!(ticket = %s.name(), suppressed, retry_in_s = wait,
                     "Ticket not sent: the system refused the credentials recently; fix the auth key.");
             }
-            let why =
-                format!("not sent: the system refused the credentials; next attempt in {wait} s");
-            let rec = (String::new(), String::new(), "failed", Some(why), None);
-            s.write(&job.event.id, "auto", rec, 0).await;
+            let mut r = s.new_record(&job.event.id, "auto", 0);
+            r.error = Some(format!(
+                "not sent: the system refused the credentials; next attempt in {wait} s"
+            ));
+            s.history.record(r).await;
             continue;
         }
         let id = job.event.id.clone();
