@@ -8,6 +8,7 @@
 //! - [`render`]: an event → the exact wire bytes for one destination's settings.
 //! - [`sink`]: batched UDP/TCP writers with reconnect and acknowledged-byte tracking.
 //! - [`pipeline`]: wires the stages, the dead-letter producer and shutdown.
+//! - [`ticket`]: the ticket side sink (Jira, MantisBT, Redmine) and its history.
 //! - [`config`], [`metrics`], [`admin`]: configuration, Prometheus names, the HTTP listener.
 //! - [`cli`]: the commands (`run`, `demo`, `check`, `render`); [`receiver`]: a loopback syslog
 //!   peer for the demo, tests and the load harness.
@@ -29,3 +30,4 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod throttle;
+pub mod ticket;
