@@ -8,6 +8,7 @@
 //! - [`render`]: an event → the exact wire bytes for one destination's settings.
 //! - [`sink`]: batched UDP/TCP writers with reconnect and acknowledged-byte tracking.
 //! - [`pipeline`]: wires the stages, the dead-letter producer and shutdown.
+//! - [`compliance`]: the mapping file → per-event controls and their counts.
 //! - [`config`], [`metrics`], [`admin`]: configuration, Prometheus names, the HTTP listener.
 //! - [`cli`]: the commands (`run`, `demo`, `check`, `render`); [`receiver`]: a loopback syslog
 //!   peer for the demo, tests and the load harness.
@@ -15,6 +16,7 @@
 pub mod ack;
 pub mod admin;
 pub mod cli;
+pub mod compliance;
 pub mod config;
 pub mod event;
 pub mod logging;
