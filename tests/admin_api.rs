@@ -691,3 +691,111 @@ async fn metrics_scrape_parses_with_types_and_buckets() {
         .any(|(_, l, _)| l.get("control").map(String::as_str) == Some("제15조")));
     srv.stop.cancel();
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_plura-forwarder");
+
+/// Runs the binary from the crate root (where `config/compliance.toml` is), bounded.
+fn cli(args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn send_test_command_reports_success_or_the_error() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(LIMIT)).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("f.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[syslog]]\nname = \"soc\"\nprotocol = \"udp\"\naddress = \"{}\"\n\
+             [[syslog]]\nname = \"down\"\nprotocol = \"tcp\"\naddress = \"{closed}\"\n",
+            sock.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+
+    let out = cli(&["send-test", "soc", "-c", &cfg]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("soc: test message sent to 127.0.0.1:"),
+        "{stdout}"
+    );
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("the test datagram");
+    let got = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        got.contains("테스트") && got.contains("plura-forwarder send-test"),
+        "{got}"
+    );
+
+    let out = cli(&["send-test", "down", "-c", &cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: down: connecting to 127.0.0.1:"),
+        "{stderr}"
+    );
+
+    let out = cli(&["send-test", "nope", "-c", &cfg]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(destinations: soc, down)"));
+}
+
+#[test]
+fn check_refuses_a_mapping_with_an_unknown_control_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = dir.path().join("m.toml");
+    std::fs::write(
+        &mapping,
+        format!(
+            "{}\n[[filter]]\nfilter_id = \"F-1\"\npci_dss_3_2_1 = [\"10.6.9\"]\n",
+            include_str!("../config/compliance.toml")
+        ),
+    )
+    .unwrap();
+    let cfg = dir.path().join("f.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[compliance]\nmapping_file = {:?}\n[[syslog]]\nname = \"d\"\naddress = \"127.0.0.1:514\"\n",
+            mapping.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = cli(&["check", "-c", &cfg.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("filter[1] \"F-1\": pci_dss_3_2_1: unknown control id \"10.6.9\""),
+        "{stderr}"
+    );
+    assert!(cli(&["check", "-c", "config/forwarder.toml"])
+        .status
+        .success());
+}
