@@ -93,6 +93,22 @@ enum Source {
     Default(Pair),
 }
 
+/// A [`Source`] by value, to match sources across a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SourceKey<'a> {
+    Filter(Option<&'a str>, Option<&'a str>),
+    Default(Pair),
+}
+
+impl<'a> SourceKey<'a> {
+    fn of(s: &'a Source) -> Self {
+        match s {
+            Source::Filter { id, name } => SourceKey::Filter(id.as_deref(), name.as_deref()),
+            Source::Default(p) => SourceKey::Default(*p),
+        }
+    }
+}
+
 /// One (source, controls) combination; lookups land on a slot and count it.
 #[derive(Debug)]
 struct Slot {
@@ -213,6 +229,48 @@ impl Compliance {
                 ComplianceMode::All => self.defaults[p],
                 ComplianceMode::Registered => None,
             })
+    }
+
+    /// Adds the running totals of `old` (the mapping this one replaces on reload) to this
+    /// one, so that `/api/compliance` keeps counting "since start": per control by (standard,
+    /// id), per standard, and per filter or default whose controls did not change.
+    /// (`compliance_hits_total` needs nothing: the series are the same.)
+    pub fn carry_counts_from(&mut self, old: &Compliance) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.started_ms = self.started_ms.min(old.started_ms);
+        self.events.fetch_add(get(&old.events), Ordering::Relaxed);
+        for s in &self.standards {
+            if let Some(o) = old.standards.iter().find(|o| o.id == s.id) {
+                s.events.fetch_add(get(&o.events), Ordering::Relaxed);
+            }
+        }
+        let old_controls: HashMap<(&str, &str), &Control> = old
+            .controls
+            .iter()
+            .map(|c| ((&*old.standards[c.standard as usize].id, &*c.id), c))
+            .collect();
+        for c in &self.controls {
+            let key = (&*self.standards[c.standard as usize].id, &*c.id);
+            if let Some(o) = old_controls.get(&key) {
+                c.hits.fetch_add(get(&o.hits), Ordering::Relaxed);
+                c.last_seen_ms
+                    .fetch_max(o.last_seen_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        let old_slots: HashMap<(SourceKey<'_>, &str), u64> = old
+            .slots
+            .iter()
+            .map(|s| {
+                let key = SourceKey::of(&old.sources[s.source as usize]);
+                ((key, old.sets[s.set as usize].as_str()), get(&s.hits))
+            })
+            .collect();
+        for s in &self.slots {
+            let key = SourceKey::of(&self.sources[s.source as usize]);
+            if let Some(&h) = old_slots.get(&(key, self.sets[s.set as usize].as_str())) {
+                s.hits.fetch_add(h, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Number of registered filter entries (ids and names).

@@ -225,3 +225,44 @@ fn report_counts_hits_last_seen_and_top_filters() {
         "Management of public web servers such as homepages"
     );
 }
+
+#[test]
+fn reload_carries_the_counts_over() {
+    let old = with_filters(
+        "[[filter]]\nfilter_id = \"F-1021\"\n",
+        ComplianceMode::Registered,
+    )
+    .unwrap();
+    old.lookup(&ev(WEB_F1021)).unwrap();
+    old.lookup(&ev(WEB_F1021)).unwrap();
+    // The new file narrows PCI for F-1021: its old slot no longer matches, controls still do.
+    let mut new = with_filters(
+        "[[filter]]\nfilter_id = \"F-1021\"\npci_dss_3_2_1 = [\"6.6\"]\n",
+        ComplianceMode::Registered,
+    )
+    .unwrap();
+    new.carry_counts_from(&old);
+    new.lookup(&ev(WEB_F1021)).unwrap();
+    let r = new.report();
+    assert_eq!(r["mapped_events"], 3);
+    assert_eq!(r["since"], old.report()["since"]);
+    let pci = &r["standards"]["pci_dss_3_2_1"];
+    assert_eq!(pci["events"], 3);
+    assert_eq!(pci["controls"]["6.6"]["hits"], 3);
+    assert_eq!(pci["controls"]["10.6.1"]["hits"], 2);
+    assert_eq!(
+        pci["controls"]["6.6"]["top_filters"],
+        serde_json::json!([{"filter_id": "F-1021", "hits": 1}])
+    );
+    let same = with_filters(
+        "[[filter]]\nfilter_id = \"F-1021\"\n",
+        ComplianceMode::Registered,
+    )
+    .unwrap();
+    let mut same = same;
+    same.carry_counts_from(&old);
+    assert_eq!(
+        same.report()["standards"]["isms_p"]["controls"]["2.10.3"]["top_filters"],
+        serde_json::json!([{"filter_id": "F-1021", "hits": 2}])
+    );
+}
