@@ -254,12 +254,11 @@ fn reload_carries_the_counts_over() {
         pci["controls"]["6.6"]["top_filters"],
         serde_json::json!([{"filter_id": "F-1021", "hits": 1}])
     );
-    let same = with_filters(
+    let mut same = with_filters(
         "[[filter]]\nfilter_id = \"F-1021\"\n",
         ComplianceMode::Registered,
     )
     .unwrap();
-    let mut same = same;
     same.carry_counts_from(&old);
     assert_eq!(
         same.report()["standards"]["isms_p"]["controls"]["2.10.3"]["top_filters"],
