@@ -799,3 +799,100 @@ fn check_refuses_a_mapping_with_an_unknown_control_naming_it() {
         .status
         .success());
 }
+
+/// The wiring the runtime (`cli/run_cmd.rs`) needs, exactly as the report shows it, so that
+/// the snippet keeps compiling and working.
+#[tokio::test]
+async fn runtime_wiring_as_documented() {
+    use std::sync::RwLock;
+
+    use plura_forwarder::admin::DestinationsFn;
+    use plura_forwarder::config::Config;
+
+    std::env::set_var("WIRING_TEST_TOKEN", TOKEN);
+    let mut cfg = config::from_toml_str(
+        "[admin]\ntoken_env = \"WIRING_TEST_TOKEN\"\n\
+         [[syslog]]\nname = \"d\"\nprotocol = \"udp\"\naddress = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    cfg.compliance.mapping_file =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/compliance.toml").into();
+    let listener = admin::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AdminState {
+        metrics: recorder(),
+        ready: Arc::new(|| Ok(())),
+    };
+    let admin_stop = CancellationToken::new();
+
+    // ---- begin: the runtime's wiring ----
+    let compliance = Arc::new(
+        Compliance::load(&cfg.compliance.mapping_file, cfg.compliance.mode)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .unwrap(), // run_cmd: `?`
+    );
+    // pipeline.set_compliance(Some(Arc::clone(&compliance)));   (in pipeline::run)
+    let current: Arc<RwLock<Arc<Config>>> = Arc::new(RwLock::new(Arc::new(cfg.clone())));
+    // Filled once the pipeline has its sinks (e.g. from RunOptions::on_start).
+    let destinations: Arc<OnceLock<DestinationsFn>> = Arc::default();
+    let api = admin::Api {
+        destinations: Some({
+            let d = Arc::clone(&destinations);
+            Arc::new(move || d.get().map(|f| f()).unwrap_or_default())
+        }),
+        syslog_test: Some({
+            let c = Arc::clone(&current);
+            admin::syslog_tester(move |name| c.read().unwrap().destination(name).cloned())
+        }),
+        compliance: Some({
+            let c = Arc::clone(&compliance);
+            Arc::new(move || Some(c.report()))
+        }),
+        reload: Some({
+            let c = Arc::clone(&current);
+            Arc::new(move || {
+                let c = Arc::clone(&c);
+                Box::pin(async move {
+                    let old = Arc::clone(&c.read().unwrap());
+                    let new = old.reload().map_err(|e| e.errors().to_vec())?;
+                    let mapping =
+                        Compliance::load(&new.compliance.mapping_file, new.compliance.mode)
+                            .map_err(|e| e.errors())?;
+                    // Hand `new` and `mapping` (after mapping.carry_counts_from(&old_mapping))
+                    // to the pipeline here; count config_reloads_total{outcome}.
+                    drop(mapping);
+                    let n = new.syslog.len();
+                    *c.write().unwrap() = Arc::new(new);
+                    Ok(json!({"reloaded": true, "destinations": n}))
+                })
+            })
+        }),
+        tickets: None, // Some(Arc::new(ticket_service)) once src/ticket implements admin::TicketApi
+        ..admin::Api::from_config(&cfg.admin)
+    };
+    let admin_task = tokio::spawn(admin::serve_api(listener, state, api, admin_stop.clone()));
+    // ---- end ----
+
+    let _ = destinations.set(Arc::new(|| {
+        vec![DestinationStatus {
+            name: "d".into(),
+            status: status(SinkState::Connected, 0, None),
+            parked: false,
+        }]
+    }));
+    let (code, v) = api_json(addr, "GET", "/api/destinations", None).await;
+    assert_eq!((code, &v["destinations"][0]["name"]), (200, &json!("d")));
+    let (code, v) = api_json(addr, "GET", "/api/compliance", None).await;
+    assert_eq!((code, &v["mode"]), (200, &json!("registered")));
+    // Loaded from a string: nothing to re-read, so reload refuses with the config's error.
+    let (code, v) = api_json(addr, "POST", "/api/reload", None).await;
+    assert_eq!(code, 400);
+    assert!(error_of(&v).contains("not loaded from a file"), "{v}");
+    let (code, _) = api_json(addr, "POST", "/api/syslog/d/test", None).await;
+    assert_eq!(code, 200);
+    admin_stop.cancel();
+    tokio::time::timeout(LIMIT, admin_task)
+        .await
+        .unwrap()
+        .unwrap();
+}
