@@ -9,6 +9,7 @@
 //! - [`sink`]: batched UDP/TCP writers with reconnect and acknowledged-byte tracking.
 //! - [`pipeline`]: wires the stages, the dead-letter producer and shutdown.
 //! - [`ticket`]: the ticket side sink (Jira, MantisBT, Redmine) and its history.
+//! - [`compliance`]: the mapping file → per-event controls and their counts.
 //! - [`config`], [`metrics`], [`admin`]: configuration, Prometheus names, the HTTP listener.
 //! - [`cli`]: the commands (`run`, `demo`, `check`, `render`); [`receiver`]: a loopback syslog
 //!   peer for the demo, tests and the load harness.
@@ -17,6 +18,7 @@ pub mod ack;
 pub mod admin;
 pub mod bench;
 pub mod cli;
+pub mod compliance;
 pub mod config;
 pub mod event;
 pub mod logging;

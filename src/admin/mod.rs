@@ -1,6 +1,19 @@
-//! Admin HTTP listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
+//! Admin HTTP listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and the
+//! bearer-token `/api/*` of interfaces.md ([`api`]).
 //!
-//! Small and dependency-light (hyper 1, HTTP/1.1). Every error body is JSON.
+//! Small and dependency-light (hyper 1, HTTP/1.1). Every error body is JSON. Headers must
+//! arrive within 10 s, an `/api` request is answered within [`Api::request_timeout`], and a
+//! connection lives at most 30 s; on shutdown, connections finish their request in flight
+//! (graceful HTTP/1 close) for up to 5 s.
+
+pub mod api;
+mod send_test;
+
+pub use api::{
+    syslog_tester, Api, BoxFuture, CallError, ComplianceFn, DestinationStatus, DestinationsFn,
+    ReloadFn, SyslogTestFn, TicketApi, Token,
+};
+pub use send_test::{send_test, test_frame, SendTestError, TestSent};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,8 +55,20 @@ pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("admin.listen {listen:?}: binding: {e}"))
 }
 
-/// Serves until `shutdown` is cancelled; connections in progress get 5 s to finish.
+/// Serves until `shutdown` is cancelled, with `/api` off; connections in progress get 5 s to
+/// finish.
 pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+    serve_api(listener, state, Api::default(), shutdown).await;
+}
+
+/// As [`serve`], with the `/api/*` endpoints of `api` (off when it has no token).
+pub async fn serve_api(
+    listener: TcpListener,
+    state: AdminState,
+    api: Api,
+    shutdown: CancellationToken,
+) {
+    let api = Arc::new(api);
     let conns = tokio_util::task::TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {
@@ -58,25 +83,42 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: Cancellat
             },
         };
         let state = state.clone();
+        let api = Arc::clone(&api);
+        let stop = shutdown.clone();
         conns.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req)) }
+                let api = Arc::clone(&api);
+                async move { Ok::<_, Infallible>(handle(&state, &api, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
             // A slow or stuck client cannot hold a connection forever.
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            let cap = tokio::time::sleep(Duration::from_secs(30));
+            tokio::select! {
+                _ = &mut conn => {}
+                () = cap => {}
+                () = stop.cancelled() => {
+                    // Finish the request in flight, then close (no new keep-alive request).
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
         });
     }
     conns.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), conns.wait()).await;
 }
 
-fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
+async fn handle(state: &AdminState, api: &Api, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if path == "/api" || path.starts_with("/api/") {
+        return api::handle(api, req).await;
+    }
+    match (req.method(), path) {
         (&Method::GET, "/metrics") => {
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
             r.headers_mut().insert(
@@ -100,7 +142,10 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -109,6 +154,7 @@ pub fn json_error(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({ "error": msg }).to_string();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }

@@ -1,4 +1,4 @@
-//! The command line of interfaces.md: `run`, `demo`, `check`, `render`.
+//! The command line of interfaces.md: `run`, `demo`, `check`, `render`, `send-test`.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 usage or config error. Logs go to stderr;
 //! stdout is reserved for command output.
@@ -7,6 +7,7 @@ mod check;
 mod demo;
 mod render_cmd;
 mod run_cmd;
+mod send_test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,14 @@ pub enum Command {
     Render(RenderFlags),
     /// The load harness: the product against a minimal forwarder on the same data (performance.md).
     Bench(crate::bench::BenchOptions),
+    /// Send one test message to a syslog destination; report success or the error.
+    SendTest {
+        /// The `[[syslog]]` name.
+        destination: String,
+        /// Config file.
+        #[arg(short, long, default_value = "config/forwarder.toml")]
+        config: PathBuf,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -82,6 +91,10 @@ pub fn main() -> ExitCode {
                 }
             }
         }),
+        Command::SendTest {
+            destination,
+            config,
+        } => with_runtime(|| async move { send_test::main(&config, &destination).await }),
     }
 }
 

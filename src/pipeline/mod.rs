@@ -108,6 +108,8 @@ pub struct Pipeline {
     throttle: Throttle,
     /// `events_consumed_total` per topic, registered on first use.
     consumed: Vec<(String, Counter)>,
+    /// Compliance controls, looked up once per routed event (see [`Pipeline::set_compliance`]).
+    compliance: Option<Arc<crate::compliance::Compliance>>,
 }
 
 /// What happened to one message (for tests and the demo's summary).
@@ -159,7 +161,14 @@ impl Pipeline {
             buf: BytesMut::with_capacity(64 * 1024),
             throttle: Throttle::new(Duration::from_secs(60)),
             consumed: Vec::new(),
+            compliance: None,
         }
+    }
+
+    /// Looks up (and counts) each event's compliance controls and hands them to the
+    /// renderers (written by destinations with `include_compliance = true`).
+    pub fn set_compliance(&mut self, compliance: Option<Arc<crate::compliance::Compliance>>) {
+        self.compliance = compliance;
     }
 
     fn consumed_counter(&mut self, topic: &str) -> &Counter {
@@ -215,6 +224,7 @@ impl Pipeline {
         // Acks are taken before anything is sent so that the watermark cannot pass this event.
         tracker.dispatch_into(input.offset, routed as u32, &mut self.acks);
         let ctx = RenderContext { now_us: now_us() };
+        let controls = self.compliance.as_deref().and_then(|c| c.lookup(&event));
         self.frames.iter_mut().for_each(|f| *f = None);
         for (i, decision) in self.decisions.iter().enumerate() {
             let dest = &self.destinations[i];
@@ -233,7 +243,7 @@ impl Pipeline {
                     if self.buf.capacity() < 16 * 1024 {
                         self.buf.reserve(64 * 1024);
                     }
-                    let outcome = self.renderers[dest.renderer].render(&event, &ctx, &mut self.buf);
+                    let outcome = self.renderers[dest.renderer].render_with(&event, &ctx, controls, &mut self.buf);
                     (outcome, self.buf.split().freeze())
                 })
                 .clone();

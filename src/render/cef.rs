@@ -150,6 +150,16 @@ impl Ext<'_> {
         }
     }
 
+    /// `flexString1Label=compliance flexString1=…` (compliance.md), always labelled.
+    fn compliance(&mut self, v: Option<&str>) {
+        if let Some(v) = v {
+            self.key(" flexString1Label=");
+            self.dst.put_slice(b"compliance");
+            self.key(" flexString1=");
+            self.value(&[v], 1023);
+        }
+    }
+
     fn end(&mut self, ev: &Event<'_>, zone: &Zone) {
         let Some(us) = event_time_us(ev) else { return };
         match self.opts.time {
@@ -207,13 +217,15 @@ const CS_LABEL: [&str; 7] = [
     " cs6Label=",
 ];
 
-/// Appends the CEF message (header and extension) for `ev` in `layout`.
+/// Appends the CEF message (header and extension) for `ev` in `layout`; `compliance` (the
+/// `std:id,id;std:id` form) goes to `flexString1`, labelled `compliance`, before `cs6`.
 pub(crate) fn put_cef(
     dst: &mut BytesMut,
     ev: &Event<'_>,
     layout: Layout,
     opts: CefOpts,
     zone: &Zone,
+    compliance: Option<&str>,
 ) {
     use Field as F;
     dst.put_slice(b"CEF:0|QubitSecurity|Plura|5|");
@@ -250,6 +262,7 @@ pub(crate) fn put_cef(
             );
             x.cs_pieces(2, "userActionCategory", &usage_pair(ev));
             x.cs(5, "userName", t(F::UserName));
+            x.compliance(compliance);
             return;
         }
         Layout::Web | Layout::Waf | Layout::DataLeak => {
@@ -309,6 +322,7 @@ pub(crate) fn put_cef(
             x.string(" dvchost=", t(F::ServerName), 100);
         }
     }
+    x.compliance(compliance);
     if opts.raw_log {
         x.cs(6, "logOrigin", t(F::LogOrigin));
     }
@@ -330,6 +344,7 @@ mod tests {
             Layout::of(ev.log_type, ev.category),
             opts,
             &zone,
+            None,
         );
         String::from_utf8(b.to_vec()).unwrap()
     }

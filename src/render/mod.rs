@@ -4,8 +4,12 @@
 //! Writes straight into the caller's `BytesMut`; per-destination constants are built once in
 //! [`Renderer::new`], so rendering a warm buffer allocates nothing.
 //!
-//! `include_compliance` is accepted but adds nothing yet: compliance controls are added to
-//! the output when the compliance module lands.
+//! `include_compliance` (compliance.md) adds the event's controls, passed per render by
+//! [`Renderer::render_with`] and pre-formatted at load: CEF `flexString1Label=compliance
+//! flexString1=std:id,id;std:id` (before `cs6`, so that the raw log stays last); with an
+//! RFC 5424 SD an element `[compliance@<PEN> std="id,id" ...]` after the event's element;
+//! otherwise a last TEXT record field ` | compliance=std:id,id;std:id`. Nothing is added for
+//! an event without controls.
 //!
 //! Where formats.md is silent, the renderer does what an operator would expect:
 //! - the RFC 5424 header is the same for PLURA text and for CEF (`cef_header = "rfc5424"`):
@@ -34,6 +38,7 @@ mod time;
 
 use bytes::{BufMut, BytesMut};
 
+use crate::compliance::Controls;
 use crate::event::Event;
 use cef::CefOpts;
 use layout::Layout;
@@ -51,6 +56,8 @@ pub struct Renderer {
     zone: Zone,
     headers: Headers,
     cef: CefOpts,
+    /// `compliance@<PEN>` (the PEN of `sd_id`), when SD and `include_compliance` are on.
+    compliance_sd_id: Option<Box<str>>,
 }
 
 /// Per-render inputs that are not part of the event.
@@ -74,7 +81,14 @@ pub enum Rendered {
 impl Renderer {
     /// Precomputes the constant header parts of `s`.
     pub fn new(s: RenderSettings) -> Self {
+        let compliance_sd_id = match (&s.sd_id, s.include_compliance) {
+            (Some(id), true) => id
+                .split_once('@')
+                .map(|(_, pen)| format!("compliance@{pen}").into()),
+            _ => None,
+        };
         Renderer {
+            compliance_sd_id,
             zone: Zone::new(s.tz),
             headers: Headers::new(&s),
             cef: CefOpts {
@@ -95,11 +109,25 @@ impl Renderer {
     /// Appends exactly the wire bytes (framing included) of one event to `dst`.
     /// On [`Rendered::Oversize`] (`on_oversize = drop`) `dst` is left as it was.
     pub fn render(&self, ev: &Event<'_>, ctx: &RenderContext, dst: &mut BytesMut) -> Rendered {
+        self.render_with(ev, ctx, None, dst)
+    }
+
+    /// As [`Renderer::render`], with the event's compliance controls (from
+    /// [`Compliance::lookup`](crate::compliance::Compliance::lookup)); they are written only
+    /// when the destination has `include_compliance = true`.
+    pub fn render_with(
+        &self,
+        ev: &Event<'_>,
+        ctx: &RenderContext,
+        compliance: Option<&Controls>,
+        dst: &mut BytesMut,
+    ) -> Rendered {
+        let cmp = compliance.filter(|c| self.s.include_compliance && !c.is_empty());
         let frame_start = dst.len();
         let msg_start = framing::begin(dst, self.s.framing);
         let layout = Layout::of(ev.log_type, ev.category);
         let now = self.zone.civil(ctx.now_us);
-        let outcome = self.message(ev, layout, &now, dst, msg_start);
+        let outcome = self.message(ev, cmp, layout, &now, dst, msg_start);
         if outcome == Rendered::Oversize {
             dst.truncate(frame_start);
         } else {
@@ -112,13 +140,14 @@ impl Renderer {
     fn message(
         &self,
         ev: &Event<'_>,
+        cmp: Option<&Controls>,
         layout: Layout,
         now: &Civil,
         dst: &mut BytesMut,
         msg_start: usize,
     ) -> Rendered {
         let max = self.s.max_message_bytes;
-        let mut body = self.write(ev, layout, now, dst, true);
+        let mut body = self.write(ev, cmp, layout, now, dst, true);
         if dst.len() - msg_start <= max {
             return Rendered::Ok;
         }
@@ -128,7 +157,7 @@ impl Renderer {
         // RFC 5424: only MSG is cut; when HEADER + SD + BOM alone exceed the limit, SD goes first.
         if body - msg_start > max && self.s.sd_id.is_some() && self.has_5424_header() {
             dst.truncate(msg_start);
-            body = self.write(ev, layout, now, dst, false);
+            body = self.write(ev, cmp, layout, now, dst, false);
         }
         let mut end = msg_start + limit::utf8_floor(&dst[msg_start..], max);
         if self.s.format == Format::Cef {
@@ -150,16 +179,22 @@ impl Renderer {
     fn write(
         &self,
         ev: &Event<'_>,
+        cmp: Option<&Controls>,
         layout: Layout,
         now: &Civil,
         dst: &mut BytesMut,
         with_sd: bool,
     ) -> usize {
         let s = &self.s;
+        // With an RFC 5424 SD the controls travel in their own SD element instead.
+        let text_cmp = cmp
+            .filter(|_| s.sd_id.is_none() || s.format == Format::Rfc3164)
+            .map(Controls::as_str);
         let text = |dst: &mut BytesMut| {
-            text::put_text(dst, ev, layout, s.newline, s.include_raw_log);
+            text::put_text(dst, ev, layout, s.newline, s.include_raw_log, text_cmp);
         };
-        let cef = |dst: &mut BytesMut| cef::put_cef(dst, ev, layout, self.cef, &self.zone);
+        let cef_cmp = cmp.map(Controls::as_str);
+        let cef = |dst: &mut BytesMut| cef::put_cef(dst, ev, layout, self.cef, &self.zone, cef_cmp);
         match (s.format, s.cef_header) {
             (Format::Rfc3164, _) => {
                 self.headers.put_3164(dst, now);
@@ -168,7 +203,7 @@ impl Renderer {
                 body
             }
             (Format::Rfc5424 | Format::Rfc5425, _) => {
-                self.put_5424_header(ev, layout, now, dst, with_sd);
+                self.put_5424_header(ev, cmp, layout, now, dst, with_sd);
                 self.with_bom(dst, text)
             }
             (Format::Cef, CefHeader::Rfc3164) => {
@@ -178,7 +213,7 @@ impl Renderer {
                 body
             }
             (Format::Cef, CefHeader::Rfc5424) => {
-                self.put_5424_header(ev, layout, now, dst, with_sd);
+                self.put_5424_header(ev, cmp, layout, now, dst, with_sd);
                 self.with_bom(dst, cef)
             }
             (Format::Cef, CefHeader::None) => {
@@ -193,6 +228,7 @@ impl Renderer {
     fn put_5424_header(
         &self,
         ev: &Event<'_>,
+        cmp: Option<&Controls>,
         layout: Layout,
         now: &Civil,
         dst: &mut BytesMut,
@@ -200,7 +236,15 @@ impl Renderer {
     ) {
         self.headers.put_5424(dst, now, self.zone.is_utc(), ev);
         match (&self.s.sd_id, with_sd) {
-            (Some(id), true) => sd::put_sd(dst, id, ev, layout, self.s.include_raw_log),
+            (Some(id), true) => {
+                sd::put_sd(dst, id, ev, layout, self.s.include_raw_log);
+                if let (Some(c), Some(cid)) = (cmp, &self.compliance_sd_id) {
+                    dst.put_u8(b'[');
+                    dst.put_slice(cid.as_bytes());
+                    dst.put_slice(c.sd_params().as_bytes());
+                    dst.put_u8(b']');
+                }
+            }
             _ => dst.put_u8(b'-'),
         }
         dst.put_u8(b' ');

@@ -91,13 +91,15 @@ impl Record<'_> {
     }
 }
 
-/// Appends `TITLE NL RECORD` for `ev` in `layout`.
+/// Appends `TITLE NL RECORD` for `ev` in `layout`; `compliance` (the `std:id,id;std:id`
+/// form) becomes a last field ` | compliance=…`.
 pub(crate) fn put_text(
     dst: &mut BytesMut,
     ev: &Event<'_>,
     layout: Layout,
     newline: Newline,
     raw_log: bool,
+    compliance: Option<&str>,
 ) {
     if layout == Layout::Usage {
         if let Some(t) = ev.text(Field::EventType) {
@@ -210,6 +212,9 @@ pub(crate) fn put_text(
     if raw_log && layout != Layout::Usage {
         r.field(ev, F::LogOrigin);
     }
+    if let Some(c) = compliance {
+        r.pieces(&["compliance=", c]);
+    }
 }
 
 #[cfg(test)]
@@ -220,7 +225,14 @@ mod tests {
     fn text(json: &str, nl: Newline, raw: bool) -> String {
         let ev = decode(json.as_bytes(), None, &DecodeOptions::default()).unwrap();
         let mut b = BytesMut::new();
-        put_text(&mut b, &ev, Layout::of(ev.log_type, ev.category), nl, raw);
+        put_text(
+            &mut b,
+            &ev,
+            Layout::of(ev.log_type, ev.category),
+            nl,
+            raw,
+            None,
+        );
         String::from_utf8(b.to_vec()).unwrap()
     }
 

@@ -1,0 +1,283 @@
+//! Compliance linking (compliance.md): the mapping file → per-event controls, counted.
+//!
+//! Everything is resolved when the file loads: each (log type, category) default and each
+//! registered filter (per pair it applies to) points at one interned [`Controls`], whose wire
+//! forms (`std:id,id;std:id` and the SD parameters) are formatted once. [`Compliance::lookup`]
+//! is two hash probes by `&str` plus atomic increments: it never allocates.
+
+mod load;
+mod report;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::ComplianceMode;
+use crate::event::{Event, Field, ALL_PAIRS};
+
+pub use load::{LoadError, Problem};
+
+/// Index of a (log type, category) pair in [`ALL_PAIRS`].
+type Pair = usize;
+const PAIRS: usize = ALL_PAIRS.len();
+
+/// The controls one event is evidence for, with their wire forms formatted once at load.
+#[derive(Debug)]
+pub struct Controls {
+    /// Indices into [`Compliance`]'s control table, standards in canonical order.
+    ids: Box<[u32]>,
+    /// Bit `s` set when standard `s` has a control here.
+    standards: u64,
+    /// `pci_dss_3_2_1:10.6.1,11.4;isms_p:2.11.3`.
+    text: Box<str>,
+    /// ` pci_dss_3_2_1="10.6.1,11.4" isms_p="2.11.3"`: the PARAMs of the RFC 5424 SD
+    /// element, each with its leading SP, values escaped for SD.
+    sd_params: Box<str>,
+}
+
+impl Controls {
+    /// The `std:id,id;std:id` form (CEF `flexString1`, TEXT ` | compliance=`, tickets).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The SD-PARAMs of the `compliance@<PEN>` element, each preceded by one SP.
+    pub fn sd_params(&self) -> &str {
+        &self.sd_params
+    }
+
+    /// Number of controls.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there is no control (never true for a set [`Compliance::lookup`] returns).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// One standard (`[controls.<id>]`, with `[standards.<id>]` metadata when present).
+#[derive(Debug)]
+struct Standard {
+    id: Box<str>,
+    display_name: Box<str>,
+    /// Events mapped to at least one control of this standard.
+    events: AtomicU64,
+}
+
+/// One control of one standard, with its running totals.
+#[derive(Debug)]
+struct Control {
+    standard: u32,
+    id: Box<str>,
+    title: Box<str>,
+    title_en: Option<Box<str>>,
+    hits: AtomicU64,
+    /// ms since the epoch; 0 = never.
+    last_seen_ms: AtomicI64,
+    counter: metrics::Counter,
+}
+
+/// Where a mapping came from: a registered filter or a category default.
+#[derive(Debug, Clone)]
+enum Source {
+    Filter {
+        id: Option<Box<str>>,
+        name: Option<Box<str>>,
+    },
+    Default(Pair),
+}
+
+/// A [`Source`] by value, to match sources across a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SourceKey<'a> {
+    Filter(Option<&'a str>, Option<&'a str>),
+    Default(Pair),
+}
+
+impl<'a> SourceKey<'a> {
+    fn of(s: &'a Source) -> Self {
+        match s {
+            Source::Filter { id, name } => SourceKey::Filter(id.as_deref(), name.as_deref()),
+            Source::Default(p) => SourceKey::Default(*p),
+        }
+    }
+}
+
+/// One (source, controls) combination; lookups land on a slot and count it.
+#[derive(Debug)]
+struct Slot {
+    source: u32,
+    set: u32,
+    hits: AtomicU64,
+}
+
+/// A loaded, validated mapping file and the running compliance counts.
+#[derive(Debug)]
+pub struct Compliance {
+    mode: ComplianceMode,
+    standards: Vec<Standard>,
+    controls: Vec<Control>,
+    sets: Vec<Controls>,
+    sources: Vec<Source>,
+    slots: Vec<Slot>,
+    /// Category default per pair (`mode = "all"`, and the base of registered filters).
+    defaults: [Option<u32>; PAIRS],
+    by_id: HashMap<Box<str>, Box<[Option<u32>; PAIRS]>>,
+    by_name: HashMap<Box<str>, Box<[Option<u32>; PAIRS]>>,
+    /// Events mapped to at least one control.
+    events: AtomicU64,
+    started_ms: i64,
+}
+
+/// Index of a pair in [`ALL_PAIRS`], computed without a search.
+fn pair_of(ev: &Event<'_>) -> Pair {
+    const TABLE: [[u8; crate::event::Category::COUNT]; 3] = {
+        let mut t = [[u8::MAX; crate::event::Category::COUNT]; 3];
+        let mut i = 0;
+        while i < ALL_PAIRS.len() {
+            let (l, c) = ALL_PAIRS[i];
+            t[l as usize][c as usize] = i as u8;
+            i += 1;
+        }
+        t
+    };
+    TABLE[ev.log_type as usize][ev.category as usize] as usize
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Compliance {
+    /// Loads and validates a mapping file; registers one `compliance_hits_total` series per
+    /// control.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed, or an entry is invalid; every problem names the
+    /// entry and the standard or control id.
+    pub fn load(path: &Path, mode: ComplianceMode) -> Result<Self, LoadError> {
+        let src = std::fs::read_to_string(path).map_err(|e| LoadError::Read {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        Self::from_toml_str(&src, mode).map_err(|e| e.in_file(path))
+    }
+
+    /// As [`Compliance::load`], from the file's text.
+    ///
+    /// # Errors
+    /// As [`Compliance::load`].
+    pub fn from_toml_str(src: &str, mode: ComplianceMode) -> Result<Self, LoadError> {
+        load::build(src, mode)
+    }
+
+    /// The mode it was loaded with.
+    pub fn mode(&self) -> ComplianceMode {
+        self.mode
+    }
+
+    /// The controls of `ev` without counting (tickets, tests).
+    pub fn peek(&self, ev: &Event<'_>) -> Option<&Controls> {
+        let set = &self.sets[self.slots[self.slot(ev)? as usize].set as usize];
+        (!set.is_empty()).then_some(set)
+    }
+
+    /// The controls of `ev`, counted in `compliance_hits_total` and the `/api/compliance`
+    /// totals. `None` when the event maps to nothing (in `registered` mode: its filter is not
+    /// registered). Allocation-free.
+    pub fn lookup(&self, ev: &Event<'_>) -> Option<&Controls> {
+        let slot = &self.slots[self.slot(ev)? as usize];
+        let set = &self.sets[slot.set as usize];
+        if set.is_empty() {
+            // A registered filter whose lists were all emptied on purpose.
+            return None;
+        }
+        let now = now_ms();
+        slot.hits.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
+        for &c in set.ids.iter() {
+            let c = &self.controls[c as usize];
+            c.hits.fetch_add(1, Ordering::Relaxed);
+            c.last_seen_ms.store(now, Ordering::Relaxed);
+            c.counter.increment(1);
+        }
+        let mut bits = set.standards;
+        while bits != 0 {
+            let s = bits.trailing_zeros() as usize;
+            self.standards[s].events.fetch_add(1, Ordering::Relaxed);
+            bits &= bits - 1;
+        }
+        Some(set)
+    }
+
+    fn slot(&self, ev: &Event<'_>) -> Option<u32> {
+        let p = pair_of(ev);
+        let registered = |map: &HashMap<Box<str>, Box<[Option<u32>; PAIRS]>>, f| {
+            ev.text(f).and_then(|k| map.get(k)).and_then(|t| t[p])
+        };
+        registered(&self.by_id, Field::FilterId)
+            .or_else(|| registered(&self.by_name, Field::FilterName))
+            .or_else(|| match self.mode {
+                ComplianceMode::All => self.defaults[p],
+                ComplianceMode::Registered => None,
+            })
+    }
+
+    /// Adds the running totals of `old` (the mapping this one replaces on reload) to this
+    /// one, so that `/api/compliance` keeps counting "since start": per control by (standard,
+    /// id), per standard, and per filter or default whose controls did not change.
+    /// (`compliance_hits_total` needs nothing: the series are the same.)
+    pub fn carry_counts_from(&mut self, old: &Compliance) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.started_ms = self.started_ms.min(old.started_ms);
+        self.events.fetch_add(get(&old.events), Ordering::Relaxed);
+        for s in &self.standards {
+            if let Some(o) = old.standards.iter().find(|o| o.id == s.id) {
+                s.events.fetch_add(get(&o.events), Ordering::Relaxed);
+            }
+        }
+        let old_controls: HashMap<(&str, &str), &Control> = old
+            .controls
+            .iter()
+            .map(|c| ((&*old.standards[c.standard as usize].id, &*c.id), c))
+            .collect();
+        for c in &self.controls {
+            let key = (&*self.standards[c.standard as usize].id, &*c.id);
+            if let Some(o) = old_controls.get(&key) {
+                c.hits.fetch_add(get(&o.hits), Ordering::Relaxed);
+                c.last_seen_ms
+                    .fetch_max(o.last_seen_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        let old_slots: HashMap<(SourceKey<'_>, &str), u64> = old
+            .slots
+            .iter()
+            .map(|s| {
+                let key = SourceKey::of(&old.sources[s.source as usize]);
+                ((key, old.sets[s.set as usize].as_str()), get(&s.hits))
+            })
+            .collect();
+        for s in &self.slots {
+            let key = SourceKey::of(&self.sources[s.source as usize]);
+            if let Some(&h) = old_slots.get(&(key, self.sets[s.set as usize].as_str())) {
+                s.hits.fetch_add(h, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Number of registered filter entries (ids and names).
+    pub fn registered_filters(&self) -> usize {
+        self.sources
+            .iter()
+            .filter(|s| matches!(s, Source::Filter { .. }))
+            .count()
+    }
+}
