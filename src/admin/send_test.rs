@@ -72,9 +72,12 @@ pub async fn send_test(dest: &SyslogConfig, timeout: Duration) -> Result<TestSen
         batch_max_bytes: bytes.max(1),
         batch_linger: Duration::ZERO,
         connect_timeout: timeout,
+        tls: dest.tls.clone().map(sink::TlsSpec::new),
     });
     let tracker = PartitionTracker::new("send-test", 0, Arc::new(NoStore));
-    let ack = tracker.dispatch(0, 1).pop().expect("one ack");
+    let Some(ack) = tracker.dispatch(0, 1).pop() else {
+        return Err(SendTestError::Failed("no acknowledgement slot".into()));
+    };
     let frame = Frame {
         bytes: buf.freeze(),
         ack,
