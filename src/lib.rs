@@ -16,6 +16,7 @@
 
 pub mod ack;
 pub mod admin;
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod compliance;

@@ -171,7 +171,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
     );
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let run = pipeline::run(cfg.clone(), RunOptions { shutdown: stop.clone(), on_start: None });
+    let run = pipeline::run(cfg.clone(), RunOptions { shutdown: stop.clone(), ..RunOptions::default() });
     let wait = async {
         for ((_, r), n) in receivers.iter().zip(&want) {
             r.wait_for(*n, Duration::from_secs(opts.timeout_s)).await;

@@ -8,6 +8,7 @@ mod demo;
 mod render_cmd;
 mod run_cmd;
 mod send_test;
+mod ticket_test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,14 @@ pub enum Command {
     Render(RenderFlags),
     /// The load harness: the product against a minimal forwarder on the same data (performance.md).
     Bench(crate::bench::BenchOptions),
+    /// Create one test ticket in a ticket system and print its key and URL, or the error.
+    TicketTest {
+        /// The `[[ticket]]` name.
+        ticket: String,
+        /// Config file.
+        #[arg(short, long, default_value = "config/forwarder.toml")]
+        config: PathBuf,
+    },
     /// Send one test message to a syslog destination; report success or the error.
     SendTest {
         /// The `[[syslog]]` name.
@@ -91,6 +100,9 @@ pub fn main() -> ExitCode {
                 }
             }
         }),
+        Command::TicketTest { ticket, config } => {
+            with_runtime(|| async move { ticket_test::main(&config, &ticket).await })
+        }
         Command::SendTest {
             destination,
             config,

@@ -2,14 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
 
 use super::{EXIT_CONFIG, EXIT_RUNTIME};
-use crate::admin::{self, AdminState};
 use crate::config::{self, Config};
-use crate::pipeline::{self, RunOptions, StartInfo};
 use crate::source::embedded::EmbeddedKafka;
-use crate::source::Trackers;
 
 pub(super) async fn main(path: PathBuf) -> ExitCode {
     let mut cfg = match config::load(&path) {
@@ -36,7 +32,7 @@ pub(super) async fn main(path: PathBuf) -> ExitCode {
     } else {
         None
     };
-    match serve(cfg, crate::shutdown::on_signal()).await {
+    match crate::app::serve(cfg, crate::shutdown::on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -61,40 +57,4 @@ pub fn start_embedded(cfg: &mut Config) -> rdkafka::error::KafkaResult<EmbeddedK
     );
     cfg.kafka.brokers = kafka.bootstrap_servers();
     Ok(kafka)
-}
-
-/// Runs the pipeline and the admin listener until `shutdown` is cancelled.
-///
-/// # Errors
-/// When the admin address cannot be bound, the metrics recorder cannot be installed, or the
-/// Kafka clients cannot be created.
-pub async fn serve(
-    cfg: Config,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    let handle = crate::metrics::install()?;
-    let listener = admin::bind(&cfg.admin.listen).await?;
-    let trackers: Arc<OnceLock<Arc<Trackers>>> = Arc::default();
-    let ready_trackers = Arc::clone(&trackers);
-    let state = AdminState {
-        metrics: handle,
-        ready: Arc::new(move || match ready_trackers.get() {
-            Some(t) if t.joined() => Ok(()),
-            Some(_) => Err("the consumer has not joined its group yet".to_owned()),
-            None => Err("starting".to_owned()),
-        }),
-    };
-    let admin_stop = tokio_util::sync::CancellationToken::new();
-    let admin_task = tokio::spawn(admin::serve(listener, state, admin_stop.clone()));
-    tracing::info!(listen = %cfg.admin.listen, "Admin listener up.");
-    let opts = RunOptions {
-        shutdown,
-        on_start: Some(Box::new(move |info: StartInfo| {
-            let _ = trackers.set(info.trackers);
-        })),
-    };
-    let result = pipeline::run(cfg, opts).await;
-    admin_stop.cancel();
-    let _ = admin_task.await;
-    result
 }

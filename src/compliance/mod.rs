@@ -45,6 +45,13 @@ impl Controls {
         &self.text
     }
 
+    /// Each (standard, control id), in the order of [`Controls::as_str`] (tickets list them).
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.text.split(';').filter_map(|part| part.split_once(':')).flat_map(|(std, ids)| {
+            ids.split(',').filter(|id| !id.is_empty()).map(move |id| (std, id))
+        })
+    }
+
     /// The SD-PARAMs of the `compliance@<PEN>` element, each preceded by one SP.
     pub fn sd_params(&self) -> &str {
         &self.sd_params

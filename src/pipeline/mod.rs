@@ -110,6 +110,8 @@ pub struct Pipeline {
     consumed: Vec<(String, Counter)>,
     /// Compliance controls, looked up once per routed event (see [`Pipeline::set_compliance`]).
     compliance: Option<Arc<crate::compliance::Compliance>>,
+    /// Automatic tickets: offered every consumed event, never waited on.
+    tickets: Option<Arc<crate::ticket::TicketRouter>>,
 }
 
 /// What happened to one message (for tests and the demo's summary).
@@ -162,7 +164,14 @@ impl Pipeline {
             throttle: Throttle::new(Duration::from_secs(60)),
             consumed: Vec::new(),
             compliance: None,
+            tickets: None,
         }
+    }
+
+    /// Offers each consumed event to the ticket systems whose `[ticket.when]` wants it. Only
+    /// the instance that owns the partition sees the event, so replicas never both offer it.
+    pub fn set_tickets(&mut self, tickets: Option<Arc<crate::ticket::TicketRouter>>) {
+        self.tickets = tickets;
     }
 
     /// Looks up (and counts) each event's compliance controls and hands them to the
@@ -225,6 +234,12 @@ impl Pipeline {
         tracker.dispatch_into(input.offset, routed as u32, &mut self.acks);
         let ctx = RenderContext { now_us: now_us() };
         let controls = self.compliance.as_deref().and_then(|c| c.lookup(&event));
+        if let Some(tickets) = self.tickets.as_deref().filter(|t| t.wants(&event)) {
+            // Rare (a ticket per matching event): the pairs may allocate.
+            let pairs: Vec<(&str, &str)> = controls.map(|c| c.pairs().collect()).unwrap_or_default();
+            let at = crate::ticket::EventOrigin { topic: input.topic, partition: input.partition, offset: input.offset };
+            tickets.offer(&event, at, &pairs);
+        }
         self.frames.iter_mut().for_each(|f| *f = None);
         for (i, decision) in self.decisions.iter().enumerate() {
             let dest = &self.destinations[i];

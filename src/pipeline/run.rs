@@ -18,11 +18,16 @@ use crate::source::{self, Trackers};
 use crate::throttle::Throttle;
 
 /// What `run` needs besides the config.
+#[derive(Default)]
 pub struct RunOptions {
     /// Cancelled on SIGTERM/SIGINT (or by a test): stop fetching, drain, commit, return.
     pub shutdown: CancellationToken,
     /// Called once the consumer and destinations exist, so the admin listener can report them.
     pub on_start: Option<Box<dyn FnOnce(StartInfo) + Send>>,
+    /// The compliance mapping, looked up per event (`None`: no controls anywhere).
+    pub compliance: Option<Arc<crate::compliance::Compliance>>,
+    /// The ticket systems (`None`: no `[[ticket]]`).
+    pub tickets: Option<Arc<crate::ticket::TicketRouter>>,
 }
 
 /// Handles the admin listener reads for `/readyz` and `/api/destinations`.
@@ -30,6 +35,8 @@ pub struct RunOptions {
 pub struct StartInfo {
     /// The partition trackers (joined = has an assignment).
     pub trackers: Arc<Trackers>,
+    /// Each destination's status, in config order (for `/api/destinations`).
+    pub destinations: Vec<(String, crate::sink::StatusReader)>,
 }
 
 /// Runs the forwarder until `opts.shutdown` is cancelled, then drains within
@@ -71,12 +78,19 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         max_event_bytes: k.max_event_bytes,
     };
     let mut pipeline = Pipeline::new(router, destinations, dead_letter, topics);
+    pipeline.set_compliance(opts.compliance.clone());
+    pipeline.set_tickets(opts.tickets.clone());
 
     let client_config =
         source::consumer_config(&k.brokers, &k.group_id, f.commit_interval_ms, &k.properties);
     let src = source::build_consumer(&client_config, &k.topics)?;
     if let Some(cb) = opts.on_start {
-        cb(StartInfo { trackers: Arc::clone(&src.trackers) });
+        let destinations = pipeline
+            .destinations()
+            .iter()
+            .map(|d| (d.name.clone(), d.sink.status_reader()))
+            .collect();
+        cb(StartInfo { trackers: Arc::clone(&src.trackers), destinations });
     }
     tracing::info!(
         brokers = %k.brokers, group = %k.group_id, topics = ?k.topics,

@@ -196,6 +196,21 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
     }
 }
 
+/// Reads a destination's status without holding it open.
+#[derive(Clone)]
+pub struct StatusReader {
+    shared: Arc<Shared>,
+    tx: mpsc::WeakSender<Frame>,
+}
+
+impl StatusReader {
+    /// The same snapshot as [`SinkHandle::status`]; queue depth 0 once the sink is closed.
+    pub fn status(&self) -> SinkStatus {
+        let queued = self.tx.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity());
+        self.shared.snapshot(queued)
+    }
+}
+
 /// Runs `work` until it ends or the close deadline passes; dropping it drops its frames
 /// un-acked.
 async fn supervise(
@@ -256,6 +271,12 @@ impl SinkHandle {
             Some(t) => t.reload().map(|()| true),
             None => Ok(false),
         }
+    }
+
+    /// A cheap, cloneable view of [`SinkHandle::status`] for the admin API; it does not keep
+    /// the destination open.
+    pub fn status_reader(&self) -> StatusReader {
+        StatusReader { shared: Arc::clone(&self.shared), tx: self.tx.downgrade() }
     }
 
     /// A snapshot of the destination's state and counters.

@@ -91,7 +91,7 @@ pub async fn produce_raw(brokers: &str, topic: &str, payloads: &[&[u8]]) {
 /// Runs the pipeline until `until` resolves, then stops it and waits for the drain.
 pub async fn run_until<F: std::future::Future<Output = ()>>(cfg: Config, until: F) {
     let stop = CancellationToken::new();
-    let run = pipeline::run(cfg, RunOptions { shutdown: stop.clone(), on_start: None });
+    let run = pipeline::run(cfg, RunOptions { shutdown: stop.clone(), ..RunOptions::default() });
     let stopper = async {
         until.await;
         stop.cancel();

@@ -1,0 +1,35 @@
+//! `ticket-test TICKET -c FILE`: creates one test ticket ("티켓 발행 테스트") and prints its key
+//! and URL, or the system's error.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::{EXIT_CONFIG, EXIT_RUNTIME};
+use crate::config;
+
+pub(super) async fn main(path: &Path, name: &str) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.errors() {
+                eprintln!("error: {line}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some(ticket) = cfg.ticket(name) else {
+        let known: Vec<&str> = cfg.ticket.iter().map(|t| t.name.as_str()).collect();
+        eprintln!("error: no [[ticket]] named {name:?} in {} (known: {known:?})", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    match crate::ticket::test_ticket(ticket).await {
+        Ok(created) => {
+            println!("{}: created {} {}", ticket.name, created.key, created.url);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", ticket.name);
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
