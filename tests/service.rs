@@ -24,6 +24,16 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Kills the child if the test fails half-way, so that no forwarder outlives the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn run_serves_admin_endpoints_and_stops_cleanly_on_sigterm() {
     let admin = free_port();
@@ -38,14 +48,17 @@ fn run_serves_admin_endpoints_and_stops_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut guard = KillOnDrop(
+        Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let child = &mut guard.0;
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut health = None;
@@ -82,7 +95,6 @@ fn run_serves_admin_endpoints_and_stops_cleanly_on_sigterm() {
             break s;
         }
         if stop.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
             panic!("no exit within 20 s of SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(50));

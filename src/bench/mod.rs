@@ -1,7 +1,7 @@
 //! `plura-forwarder bench`: the load harness of performance.md.
 //!
 //! It starts an in-process Kafka (librdkafka's mock cluster), produces realistic events (all
-//! log types and categories, 300–1500 B, Korean text) once, then for each scenario runs a
+//! log types and categories, about 650–1500 B, Korean text) once, then for each scenario runs a
 //! forwarder as a **separate process** against counting receivers on loopback: the product
 //! (`run` with a generated config) and the minimal-forwarder baseline ([`baseline`]), each
 //! reading the same data with a fresh consumer group. It measures the receiving window (first
@@ -113,8 +113,8 @@ async fn produce(brokers: &str, n: u64) -> anyhow::Result<u64> {
     let mut pending = Vec::with_capacity(10_000);
     for seq in 0..n {
         let (t, c) = ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize];
-        // A spread of sizes, deterministic: 300..1500 bytes of raw log.
-        let pad = 300 + ((seq * 7919) % 1200) as usize;
+        // A deterministic spread of raw-log sizes: events of about 650 to 1500 bytes.
+        let pad = ((seq * 7919) % 900) as usize;
         let payload = serde_json::to_vec(&sample::event(t, c, seq, pad))?;
         bytes += payload.len() as u64;
         // Keyed by event, not by group, so that the events spread over every partition.

@@ -11,40 +11,36 @@ pub(crate) fn unescape(raw: &str) -> Option<Cow<'_, str>> {
         return Some(Cow::Borrowed(inner));
     }
     let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.char_indices();
     let bytes = inner.as_bytes();
-    while let Some((_, c)) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        let (i, e) = chars.next()?;
-        match e {
-            '"' => out.push('"'),
-            '\\' => out.push('\\'),
-            '/' => out.push('/'),
-            'b' => out.push('\u{8}'),
-            'f' => out.push('\u{c}'),
-            'n' => out.push('\n'),
-            'r' => out.push('\r'),
-            't' => out.push('\t'),
-            'u' => {
-                let hi = hex4(bytes.get(i + 1..i + 5)?)?;
-                for _ in 0..4 {
-                    chars.next();
-                }
+    // Copy the runs between escapes whole; only the escapes are looked at one by one.
+    let mut i = 0;
+    while let Some(pos) = bytes[i..].iter().position(|&b| b == b'\\') {
+        let at = i + pos;
+        out.push_str(&inner[i..at]);
+        let esc = *bytes.get(at + 1)?;
+        i = at + 2;
+        match esc {
+            b'"' => out.push('"'),
+            b'\\' => out.push('\\'),
+            b'/' => out.push('/'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'n' => out.push('\n'),
+            b'r' => out.push('\r'),
+            b't' => out.push('\t'),
+            b'u' => {
+                let hi = hex4(bytes.get(i..i + 4)?)?;
+                i += 4;
                 if (0xD800..0xDC00).contains(&hi) {
                     // A high surrogate: valid only when a low surrogate escape follows.
-                    let next = bytes.get(i + 5..i + 11);
-                    let lo = next
+                    let lo = bytes
+                        .get(i..i + 6)
                         .filter(|n| n[0] == b'\\' && n[1] == b'u')
                         .and_then(|n| hex4(&n[2..6]))
                         .filter(|lo| (0xDC00..0xE000).contains(lo));
                     match lo {
                         Some(lo) => {
-                            for _ in 0..6 {
-                                chars.next();
-                            }
+                            i += 6;
                             let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
                             out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
                         }
@@ -57,6 +53,7 @@ pub(crate) fn unescape(raw: &str) -> Option<Cow<'_, str>> {
             _ => return None,
         }
     }
+    out.push_str(&inner[i..]);
     Some(Cow::Owned(out))
 }
 
@@ -64,13 +61,21 @@ fn hex4(b: &[u8]) -> Option<u32> {
     if b.len() != 4 {
         return None;
     }
-    let s = std::str::from_utf8(b).ok()?;
-    u32::from_str_radix(s, 16).ok()
+    b.iter().try_fold(0u32, |acc, &c| Some(acc * 16 + char::from(c).to_digit(16)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::unescape;
+
+    proptest::proptest! {
+        /// Whatever serde_json escapes, we read back exactly (Korean, controls, quotes, emoji).
+        #[test]
+        fn reads_back_what_serde_json_writes(s in "\\PC*|[\"\\\\\u{0}-\u{1f}한글😀]*") {
+            let raw = serde_json::to_string(&s).unwrap();
+            proptest::prop_assert_eq!(unescape(&raw).unwrap(), s);
+        }
+    }
 
     #[test]
     fn borrows_without_escapes() {
