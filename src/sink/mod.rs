@@ -18,6 +18,7 @@
 
 mod batch;
 mod connector;
+mod sender;
 mod status;
 mod tcp;
 mod telemetry;
@@ -36,6 +37,7 @@ use crate::ack::Ack;
 use crate::render::settings::Protocol;
 
 pub use connector::SinkError;
+pub use sender::{SendRefused, SinkSender};
 pub use status::{SinkState, SinkStatus};
 
 use batch::{Batcher, Limits};
