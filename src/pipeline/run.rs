@@ -8,6 +8,8 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::park::{self, Parker};
+use super::retry::{self, RetryFeed, RetryTarget};
 use super::{DeadLetter, Input, Pipeline, TopicOptions};
 use crate::ack::PartitionTracker;
 use crate::config::Config;
@@ -69,7 +71,37 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             .collect(),
         max_event_bytes: k.max_event_bytes,
     };
-    let mut pipeline = Pipeline::new(router, destinations, dead_letter, topics);
+    let mut pipeline = Pipeline::new(router, destinations, dead_letter.clone(), topics.clone());
+
+    // Parking (delivery.md §3): retry topics exist before anything is parked or read back.
+    let retry_topics: Vec<String> =
+        config.syslog.iter().map(|d| park::retry_topic_name(&k.retry_topic, &d.name)).collect();
+    park::ensure_topics(&k.brokers, &k.properties, &retry_topics).await;
+    let parker = Parker::new(source::build_producer(&k.brokers, &k.properties)?, f.queue_events);
+    let flags = pipeline.enable_parking(parker.clone(), &k.retry_topic, Duration::from_millis(f.park_after_ms));
+    let targets = config
+        .syslog
+        .iter()
+        .zip(pipeline.destinations())
+        .zip(flags)
+        .zip(&retry_topics)
+        .map(|(((c, d), flag), topic)| {
+            RetryTarget::new(&d.name, topic.clone(), c.render.clone(), d.sender.clone(), flag)
+        })
+        .collect();
+    let mut retry_config = source::consumer_config(
+        &k.brokers,
+        &format!("{}.retry", k.group_id),
+        f.commit_interval_ms,
+        &k.properties,
+    );
+    // Where the brokers refused CreateTopics, subscribing creates the retry topics (if the
+    // brokers allow auto-creation) instead of waiting for the first parked event.
+    retry_config.set("allow.auto.create.topics", "true");
+    let retry_src = source::build_consumer(&retry_config, &retry_topics)?;
+    let retry_stop = CancellationToken::new();
+    let feed = RetryFeed { targets, parker: parker.clone(), dead_letter, topics };
+    let retry_task = tokio::spawn(retry::run(retry_src, feed, retry_stop.clone()));
 
     let client_config =
         source::consumer_config(&k.brokers, &k.group_id, f.commit_interval_ms, &k.properties);
@@ -108,6 +140,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             key: msg.key(),
             payload: msg.payload(),
             timestamp_ms: msg.timestamp().to_millis(),
+            headers: msg.headers(),
         };
         // A destination that stays full must not keep us from stopping: the event in hand
         // stays uncommitted and is redelivered.
@@ -119,8 +152,15 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
 
     let grace = Duration::from_secs(f.shutdown_grace_s);
+    let deadline = tokio::time::Instant::now() + grace;
     tracing::info!(grace_s = f.shutdown_grace_s, "Stopping: draining destinations.");
+    retry_stop.cancel();
+    let retry_src = retry_task.await.context("retry consumer task")?;
     pipeline.close(grace).await;
+    // Parks started before the stop finish within what is left of the grace period.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    parker.close(left.max(Duration::from_secs(1))).await;
+    retry::finish(retry_src).await;
     let consumer = Arc::clone(&src.consumer);
     tokio::task::spawn_blocking(move || {
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {

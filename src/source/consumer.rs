@@ -259,7 +259,7 @@ pub fn build_producer(
 
 /// Properties that apply to producers too (security and connection settings), so that the
 /// producer does not warn about consumer-only keys.
-fn is_shared_property(k: &str) -> bool {
+pub fn is_shared_property(k: &str) -> bool {
     ["security.", "sasl.", "ssl.", "client.", "socket.", "broker.", "metadata.", "api.", "reconnect."]
         .iter()
         .any(|p| k.starts_with(p))

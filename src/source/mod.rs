@@ -8,5 +8,5 @@ mod consumer;
 pub mod embedded;
 
 pub use consumer::{
-    build_consumer, build_producer, consumer_config, is_no_offset_error, KafkaSource, SourceContext, SourceError, Trackers,
+    build_consumer, build_producer, consumer_config, is_no_offset_error, is_shared_property, KafkaSource, SourceContext, SourceError, Trackers,
 };
