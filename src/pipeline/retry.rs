@@ -232,6 +232,7 @@ pub(crate) async fn run(src: KafkaSource, feed: RetryFeed, stop: CancellationTok
 /// Commits what the retry consumer finished and leaves its group (after the sinks closed,
 /// so that their last acknowledgements are in).
 pub(crate) async fn finish(src: KafkaSource) {
+    src.trackers.set_revoke_drain(Duration::ZERO);
     let consumer = Arc::clone(&src.consumer);
     drop(src);
     let _ = tokio::task::spawn_blocking(move || {

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer};
+use std::collections::VecDeque;
+
+use rdkafka::message::{BorrowedHeaders, OwnedHeaders, OwnedMessage};
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +19,7 @@ use crate::config::Config;
 use crate::event::LogType;
 use crate::route::Router;
 use crate::sink::{self, SinkSpec};
-use crate::source::{self, Trackers};
+use crate::source::{self, pause, KafkaSource, Trackers};
 use crate::throttle::Throttle;
 
 /// What `run` needs besides the config.
@@ -99,6 +102,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     // brokers allow auto-creation) instead of waiting for the first parked event.
     retry_config.set("allow.auto.create.topics", "true");
     let retry_src = source::build_consumer(&retry_config, &retry_topics)?;
+    retry_src.trackers.set_revoke_drain(Duration::from_secs(f.shutdown_grace_s));
     let retry_stop = CancellationToken::new();
     let feed = RetryFeed { targets, parker: parker.clone(), dead_letter, topics };
     let retry_task = tokio::spawn(retry::run(retry_src, feed, retry_stop.clone()));
@@ -106,6 +110,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let client_config =
         source::consumer_config(&k.brokers, &k.group_id, f.commit_interval_ms, &k.properties);
     let src = source::build_consumer(&client_config, &k.topics)?;
+    src.trackers.set_revoke_drain(Duration::from_secs(f.shutdown_grace_s));
     if let Some(cb) = opts.on_start {
         cb(StartInfo { trackers: Arc::clone(&src.trackers) });
     }
@@ -117,7 +122,18 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     let throttle = Throttle::new(Duration::from_secs(60));
     let mut cache = TrackerCache::default();
+    // Messages that arrived while the consumer was paused; handled first, in order.
+    let mut held: VecDeque<OwnedMessage> = VecDeque::new();
     loop {
+        if let Some(m) = held.pop_front() {
+            let headers = m.headers().map(OwnedHeaders::as_borrowed);
+            let input = input_of(&m, headers);
+            let tracker = cache.get(&src.trackers, m.topic(), m.partition());
+            if handle_polling(&mut pipeline, input, &tracker, &src, &opts.shutdown, &mut held).await {
+                break;
+            }
+            continue;
+        }
         let msg = tokio::select! {
             biased;
             _ = opts.shutdown.cancelled() => break,
@@ -133,23 +149,12 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             }
         };
         let tracker = cache.get(&src.trackers, msg.topic(), msg.partition());
-        let input = Input {
-            topic: msg.topic(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key(),
-            payload: msg.payload(),
-            timestamp_ms: msg.timestamp().to_millis(),
-            headers: msg.headers(),
-        };
-        // A destination that stays full must not keep us from stopping: the event in hand
-        // stays uncommitted and is redelivered.
-        tokio::select! {
-            biased;
-            _ = opts.shutdown.cancelled() => break,
-            _ = pipeline.handle(input, &tracker) => {}
+        let input = input_of(&msg, msg.headers());
+        if handle_polling(&mut pipeline, input, &tracker, &src, &opts.shutdown, &mut held).await {
+            break;
         }
     }
+    drop(held);
 
     let grace = Duration::from_secs(f.shutdown_grace_s);
     let deadline = tokio::time::Instant::now() + grace;
@@ -160,6 +165,8 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     // Parks started before the stop finish within what is left of the grace period.
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     parker.close(left.max(Duration::from_secs(1))).await;
+    // The destinations are closed: what is unfinished now stays so; no waiting on revoke.
+    src.trackers.set_revoke_drain(Duration::ZERO);
     retry::finish(retry_src).await;
     let consumer = Arc::clone(&src.consumer);
     tokio::task::spawn_blocking(move || {
@@ -174,6 +181,60 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     .context("final commit task")?;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Blocked this long on one event (no room, no parking), the consumer pauses and keeps polling.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+/// At most this many messages fetched before the pause took effect are kept while paused.
+const HELD_MAX: usize = 10_000;
+
+fn input_of<'a, M: Message>(m: &'a M, headers: Option<&'a BorrowedHeaders>) -> Input<'a> {
+    Input {
+        topic: m.topic(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key(),
+        payload: m.payload(),
+        timestamp_ms: m.timestamp().to_millis(),
+        headers,
+    }
+}
+
+/// Hands one message to the pipeline. While that waits (backpressure) for longer than
+/// [`PAUSE_AFTER`], the consumer's partitions are paused and it keeps being polled; messages
+/// it still returns are kept in `held`. Returns `true` when shutdown interrupted the wait: the
+/// event in hand stays uncommitted and is redelivered.
+async fn handle_polling(
+    pipeline: &mut Pipeline,
+    input: Input<'_>,
+    tracker: &Arc<PartitionTracker>,
+    src: &KafkaSource,
+    shutdown: &CancellationToken,
+    held: &mut VecDeque<OwnedMessage>,
+) -> bool {
+    let handled = pipeline.handle(input, tracker);
+    tokio::pin!(handled);
+    let mut paused = None;
+    let stopped = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break true,
+            _ = &mut handled => break false,
+            () = tokio::time::sleep(PAUSE_AFTER), if paused.is_none() => {
+                paused = Some(pause::pause_assigned(&src.consumer));
+            }
+            m = src.consumer.recv(), if paused.is_some() && held.len() < HELD_MAX => {
+                if let Ok(m) = m {
+                    held.push_back(m.detach());
+                }
+            }
+        }
+    };
+    if let Some(Some(p)) = paused {
+        tracing::info!(partitions = p.count(), held = held.len(), "Destination has room again: consumer resumed.");
+        p.resume(&src.consumer);
+    }
+    stopped
 }
 
 /// The last trackers used, re-fetched when the assignment changes (no lock per message).
