@@ -76,10 +76,15 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     };
     let mut pipeline = Pipeline::new(router, destinations, dead_letter.clone(), topics.clone());
 
-    // Parking (delivery.md §3): retry topics exist before anything is parked or read back.
+    // Parking (delivery.md §3).
     let retry_topics: Vec<String> =
         config.syslog.iter().map(|d| park::retry_topic_name(&k.retry_topic, &d.name)).collect();
-    park::ensure_topics(&k.brokers, &k.properties, &retry_topics).await;
+    // In the background: a broker without CreateTopics (the mock cluster) must not hold
+    // startup; until they exist, parked events wait in the producer's retries.
+    tokio::spawn({
+        let (brokers, props, names) = (k.brokers.clone(), k.properties.clone(), retry_topics.clone());
+        async move { park::ensure_topics(&brokers, &props, &names).await }
+    });
     let parker = Parker::new(source::build_producer(&k.brokers, &k.properties)?, f.queue_events);
     let flags = pipeline.enable_parking(parker.clone(), &k.retry_topic, Duration::from_millis(f.park_after_ms));
     let targets = config

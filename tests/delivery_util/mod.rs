@@ -148,3 +148,156 @@ pub fn init_logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// A pipeline running in this process until its token is cancelled.
+pub struct Instance {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub trackers:
+        std::sync::Arc<std::sync::OnceLock<std::sync::Arc<plura_forwarder::source::Trackers>>>,
+}
+
+impl Instance {
+    pub fn start(cfg: plura_forwarder::config::Config) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let trackers: std::sync::Arc<std::sync::OnceLock<_>> = Default::default();
+        let t2 = std::sync::Arc::clone(&trackers);
+        let opts = plura_forwarder::pipeline::RunOptions {
+            shutdown: stop.clone(),
+            on_start: Some(Box::new(
+                move |info: plura_forwarder::pipeline::StartInfo| {
+                    let _ = t2.set(info.trackers);
+                },
+            )),
+        };
+        let task = tokio::spawn(plura_forwarder::pipeline::run(cfg, opts));
+        Instance {
+            stop,
+            task,
+            trackers,
+        }
+    }
+
+    /// Events dispatched and not finished, over the partitions this instance owns.
+    pub fn in_flight(&self) -> usize {
+        self.trackers
+            .get()
+            .map_or(0, |t| t.all().iter().map(|p| p.in_flight()).sum())
+    }
+
+    /// Stops it and waits (bounded) for the drain and the final commit.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("instance stops within 60 s")
+            .expect("instance task")
+            .expect("instance run");
+    }
+}
+
+/// A TCP receiver that resets (RST) each of its first `resets` connections after `every`
+/// frames. Before the reset it stops reading until its kernel queue is still and takes
+/// (peeks) what the kernel holds: everything its kernel acknowledged counts as received,
+/// which is the promise (delivery.md §1).
+pub struct Resetting {
+    pub addr: std::net::SocketAddr,
+    frames: std::sync::Arc<std::sync::Mutex<Vec<Bytes>>>,
+    pub connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Resetting {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Resetting {
+    pub fn start(every: usize, resets: usize) -> Self {
+        use plura_forwarder::receiver::{next_frame, Split};
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncReadExt;
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(16 * 1024).unwrap();
+        let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        sock.bind(&addr.into()).unwrap();
+        sock.listen(16).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let l = tokio::net::TcpListener::from_std(sock.into()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let frames: std::sync::Arc<std::sync::Mutex<Vec<Bytes>>> = Default::default();
+        let connections: std::sync::Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let (f2, c2) = (
+            std::sync::Arc::clone(&frames),
+            std::sync::Arc::clone(&connections),
+        );
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut s, _)) = l.accept().await {
+                let idx = c2.fetch_add(1, Ordering::SeqCst);
+                let f3 = std::sync::Arc::clone(&f2);
+                conns.spawn(async move {
+                    let mut buf = bytes::BytesMut::new();
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    let mut got = 0;
+                    loop {
+                        while let Some(fr) = next_frame(&mut buf, Split::OctetCounting) {
+                            f3.lock().unwrap().push(fr);
+                            got += 1;
+                        }
+                        if idx < resets && got >= every {
+                            break;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let mut last = usize::MAX;
+                    let mut still = 0;
+                    while still < 3 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let now = unread(&s);
+                        still = if now == last { still + 1 } else { 0 };
+                        last = now;
+                    }
+                    let mut peek = vec![std::mem::MaybeUninit::<u8>::uninit(); last];
+                    let n = socket2::SockRef::from(&s).peek(&mut peek).unwrap_or(0);
+                    // SAFETY: peek initialised the first n bytes.
+                    let taken: Vec<u8> = peek[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    buf.extend_from_slice(&taken);
+                    while let Some(fr) = next_frame(&mut buf, Split::OctetCounting) {
+                        f3.lock().unwrap().push(fr);
+                    }
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    drop(s);
+                });
+            }
+        });
+        Resetting {
+            addr,
+            frames,
+            connections,
+            task,
+        }
+    }
+
+    pub fn frames(&self) -> Vec<Bytes> {
+        self.frames.lock().unwrap().clone()
+    }
+}
+
+/// FIONREAD: bytes waiting in a socket's receive queue.
+fn unread(s: &tokio::net::TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
+    assert!(r >= 0);
+    n as usize
+}
