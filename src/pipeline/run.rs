@@ -85,7 +85,9 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         let (brokers, props, names) = (k.brokers.clone(), k.properties.clone(), retry_topics.clone());
         async move { park::ensure_topics(&brokers, &props, &names).await }
     });
-    let parker = Parker::new(source::build_producer(&k.brokers, &k.properties)?, f.queue_events);
+    // At least 8192 parked events in flight to Kafka (about 8 MB of payload copies): fewer
+    // would make parking, and so the pipeline, wait on produce round trips.
+    let parker = Parker::new(source::build_producer(&k.brokers, &k.properties)?, f.queue_events.max(8192));
     let flags = pipeline.enable_parking(parker.clone(), &k.retry_topic, Duration::from_millis(f.park_after_ms));
     let targets = config
         .syslog

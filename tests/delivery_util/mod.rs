@@ -301,3 +301,80 @@ fn unread(s: &tokio::net::TcpStream) -> usize {
     assert!(r >= 0);
     n as usize
 }
+
+/// A TCP receiver that accepts but reads nothing until [`Gated::open`]: a SIEM that stalls,
+/// then recovers. Its receive buffer is small, so the stall reaches the sender quickly.
+pub struct Gated {
+    pub addr: std::net::SocketAddr,
+    gate: std::sync::Arc<tokio::sync::Notify>,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    frames: std::sync::Arc<std::sync::Mutex<Vec<Bytes>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Gated {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Gated {
+    pub fn start() -> Self {
+        use plura_forwarder::receiver::{next_frame, Split};
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncReadExt;
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        sock.bind(&addr.into()).unwrap();
+        sock.listen(16).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let l = tokio::net::TcpListener::from_std(sock.into()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let frames: std::sync::Arc<std::sync::Mutex<Vec<Bytes>>> = Default::default();
+        let (g2, o2, f2) = (gate.clone(), open.clone(), frames.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut s, _)) = l.accept().await {
+                let (g3, o3, f3) = (g2.clone(), o2.clone(), f2.clone());
+                conns.spawn(async move {
+                    while !o3.load(Ordering::SeqCst) {
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(50), g3.notified()).await;
+                    }
+                    let mut buf = bytes::BytesMut::new();
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    loop {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        while let Some(fr) = next_frame(&mut buf, Split::OctetCounting) {
+                            f3.lock().unwrap().push(fr);
+                        }
+                    }
+                });
+            }
+        });
+        Gated {
+            addr,
+            gate,
+            open,
+            frames,
+            task,
+        }
+    }
+
+    /// Starts reading.
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.gate.notify_waiters();
+    }
+
+    pub fn frames(&self) -> Vec<Bytes> {
+        self.frames.lock().unwrap().clone()
+    }
+}
