@@ -150,3 +150,70 @@ async fn a_slow_receiver_throttles_the_consumer_with_bounded_memory_then_catches
         "nothing parked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_longer_than_max_poll_interval_pauses_the_consumer_which_stays_in_its_group() {
+    init_logs();
+    let kafka = start_kafka();
+    let brokers = kafka.bootstrap_servers();
+    // About 5 MB: more than the kernel's socket buffers take, so the queue fills and stays full.
+    const TOTAL: u64 = 20_000;
+    let rx = Gated::start();
+    // Parking for slowness off: the pipeline must wait, so the consumer must pause and keep
+    // being polled, or librdkafka would leave the group after max.poll.interval.ms.
+    let toml = base_toml(&brokers, "stallpoll")
+        .replace(
+            "[forwarder]\n",
+            "[forwarder]\nqueue_events = 64\npark_after_ms = 600000\n",
+        )
+        .replace(
+            "[kafka.properties]\n",
+            "[kafka.properties]\n\"max.poll.interval.ms\" = \"7000\"\n",
+        )
+        + &dest("siem", rx.addr);
+    let inst = Instance::start(config(&toml));
+    produce(&brokers, &samples(0..TOTAL)).await;
+    // Joined and stuck: the queue is full.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !inst.trackers.get().is_some_and(|t| t.joined()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let generation = inst.trackers.get().expect("joined").generation();
+    let stalled_for = Duration::from_secs(10);
+    let mut max_in_flight = 0;
+    let until = Instant::now() + stalled_for;
+    while Instant::now() < until {
+        max_in_flight = max_in_flight.max(inst.in_flight());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let generation_after = inst.trackers.get().expect("joined").generation();
+    rx.open();
+    let covered = wait_covers(|| rx.frames(), 0..TOTAL, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    inst.stop().await;
+    assert_nothing_deleted(&brokers);
+    let t = Tally::of(&rx.frames());
+    eprintln!(
+        "stall {:?} > max.poll.interval.ms 7 s: assignment generation {generation} → {generation_after}; \
+         max in flight {max_in_flight}; then {} events, {} duplicates",
+        stalled_for,
+        t.counts.len(),
+        t.duplicates()
+    );
+    assert_eq!(
+        generation, generation_after,
+        "no rebalance: the consumer stayed in its group"
+    );
+    assert!(covered, "lost {} events", t.missing(0..TOTAL).len());
+    assert_eq!(t.duplicates(), 0);
+    assert_eq!(
+        topic_records(&brokers, "plura.forwarder.retry.siem"),
+        0,
+        "nothing parked"
+    );
+    let committed: i64 = committed(&brokers, "stallpoll")
+        .values()
+        .map(|o| o.unwrap_or(0))
+        .sum();
+    assert_eq!(committed as u64, TOTAL);
+}

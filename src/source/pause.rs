@@ -40,7 +40,7 @@ pub fn pause_assigned(consumer: &KafkaConsumer) -> Option<Paused> {
     }
     tracing::info!(
         partitions = assigned.count(),
-        "A destination is full and cannot park: consumer paused."
+        "An event has waited 1 s for a destination with no room and no parking: consumer paused."
     );
     Some(Paused(assigned))
 }
