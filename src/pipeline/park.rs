@@ -39,19 +39,22 @@ use crate::throttle::Throttle;
 /// reconnect after a reset, short enough not to fill its queue with frames that would wait.
 pub const DOWN_CONFIRM: Duration = Duration::from_millis(250);
 
-/// The retry topic of a destination. Characters Kafka refuses in topic names become `_`.
+/// The retry topic of a destination. Characters Kafka refuses in topic names become `_`, and
+/// then a hash of the name is appended so that two such names never share a topic.
 pub fn retry_topic_name(prefix: &str, destination: &str) -> String {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if destination.chars().all(ok) {
+        return format!("{prefix}.{destination}");
+    }
     let dest: String = destination
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if ok(c) { c } else { '_' })
         .collect();
-    format!("{prefix}.{dest}")
+    // FNV-1a: stable across builds and platforms.
+    let hash = destination.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{prefix}.{dest}-{:08x}", hash as u32)
 }
 
 /// Creates the retry topics that do not exist yet (one partition each, so that a
@@ -334,5 +337,99 @@ impl ParkGate {
         if self.flag.park() {
             tracing::warn!(destination = %name, reason = why, topic = %self.topic, "Destination parked; its events go to its retry topic.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::settings::Protocol;
+    use crate::sink::{self, SinkSpec};
+
+    #[test]
+    fn retry_topic_names_are_valid_kafka_names() {
+        assert_eq!(
+            retry_topic_name("plura.forwarder.retry", "soc-a_1.x"),
+            "plura.forwarder.retry.soc-a_1.x"
+        );
+        let odd = retry_topic_name("r", "서버 A/b");
+        assert!(
+            odd.starts_with("r.___A_b-") && odd.len() == "r.___A_b-".len() + 8,
+            "{odd}"
+        );
+        assert_ne!(
+            retry_topic_name("r", "서버"),
+            retry_topic_name("r", "갑을"),
+            "no shared topic"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_down_destination_parks_after_the_confirmation_time_and_stays_parked() {
+        // Nothing listens on port 1: every connection attempt is refused.
+        let handle = sink::spawn(SinkSpec {
+            name: "dead".into(),
+            protocol: Protocol::Tcp,
+            address: "127.0.0.1:1".into(),
+            queue_events: 8,
+            batch_max_events: 4,
+            batch_max_bytes: 1 << 16,
+            batch_linger: Duration::from_millis(1),
+            connect_timeout: Duration::from_secs(1),
+        });
+        let sender = handle.sender();
+        let mut gate = ParkGate::new(
+            "dead",
+            "r.dead".into(),
+            ParkFlag::default(),
+            Duration::from_secs(5),
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sender.is_down() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(sender.is_down(), "refused connections make the sink down");
+        assert!(
+            !gate.parked("dead", &sender),
+            "not at the first sight of it"
+        );
+        tokio::time::sleep(DOWN_CONFIRM + Duration::from_millis(20)).await;
+        assert!(
+            gate.parked("dead", &sender),
+            "down for DOWN_CONFIRM: parked"
+        );
+        assert!(gate.flag.is_parked());
+        assert!(
+            gate.flag.refresh("dead", &sender),
+            "still down: stays parked"
+        );
+        handle.close(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_parks_after_park_after_unless_it_had_room() {
+        let mut gate = ParkGate::new(
+            "slow",
+            "r.slow".into(),
+            ParkFlag::default(),
+            Duration::from_millis(50),
+        );
+        let first = gate.full_wait();
+        assert!(first > Duration::ZERO && first <= Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        gate.had_room();
+        assert!(
+            gate.full_wait() > Duration::from_millis(30),
+            "room resets the clock"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(
+            gate.full_wait(),
+            Duration::ZERO,
+            "full for park_after: park now"
+        );
+        gate.park("slow", "slow");
+        assert!(gate.flag.is_parked());
+        assert!(!gate.flag.park(), "already parked");
     }
 }
