@@ -124,6 +124,7 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
         linger: spec.batch_linger,
     };
     let batcher = Batcher::new(rx, limits, closing.clone());
+    let _ = shared.reclaim.set(batcher.shared_rx());
     let stop = hard_stop.clone();
     let up = metrics::gauge!(crate::metrics::DESTINATION_UP, "destination" => spec.name.clone());
     let max_events = spec.batch_max_events;

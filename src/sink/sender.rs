@@ -101,6 +101,29 @@ impl SinkSender {
         self.tx.max_capacity()
     }
 
+    /// Takes back every frame still waiting in the queue, if the writer is not assembling a
+    /// batch right now (it is not while it reconnects). The frames are no longer this
+    /// destination's: the caller must finish their acks (parking them) or drop them
+    /// (redelivery). Frames already written and not acknowledged stay with the writer.
+    pub fn reclaim(&self) -> Vec<Frame> {
+        let Some(rx) = self.shared.reclaim.get() else {
+            return Vec::new();
+        };
+        let Ok(mut rx) = rx.try_lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            out.push(f);
+        }
+        drop(rx);
+        // No longer accepted here, so that closing does not wait for them.
+        self.shared
+            .accepted
+            .fetch_sub(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        out
+    }
+
     /// Frames accepted and not yet acknowledged (queued, being written or in flight).
     pub fn unfinished(&self) -> u64 {
         Shared::get(&self.shared.accepted).saturating_sub(Shared::get(&self.shared.acked))
