@@ -66,7 +66,9 @@ async fn a_dead_destination_is_parked_and_fed_back_while_the_other_keeps_its_spe
         // The SIEM goes away while idle (nothing of ours sits unread in its kernel buffer).
         first_frames = flaky.frames();
         drop(flaky);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Long enough for the sink's idle probe (1 s) to notice; frames written before that
+        // would wait, unacknowledged, for the destination to come back.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
 
         // During the outage: 600 events, ten times its queue.
         let t = Instant::now();
@@ -76,8 +78,29 @@ async fn a_dead_destination_is_parked_and_fed_back_while_the_other_keeps_its_spe
             "steady destination stalled by the dead one"
         );
         rates.1 = (b.end - b.start) as f64 / t.elapsed().as_secs_f64();
+        // Nothing holds the main topics back while the destination is still down: what was
+        // queued for it when it was parked was taken back and parked too.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut committed_during = 0;
+        while Instant::now() < deadline {
+            committed_during = committed(&brokers, "park")
+                .values()
+                .map(|o| o.unwrap_or(0))
+                .sum::<i64>();
+            if committed_during as u64 == b.end {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let parked_during = topic_records(&brokers, &format!("{RETRY}.flaky"));
-        eprintln!("parked while down: {parked_during}");
+        eprintln!(
+            "while down: parked {parked_during}, main topics committed {committed_during} of {}",
+            b.end
+        );
+        assert_eq!(
+            committed_during as u64, b.end,
+            "commits held back by the dead destination"
+        );
 
         // Back: everything it missed arrives, plus what comes next.
         let back = Receiver::tcp_on(flaky_addr, Split::OctetCounting)

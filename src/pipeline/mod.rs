@@ -304,6 +304,15 @@ impl Pipeline {
     /// Stops every destination, flushing and waiting for acknowledgement up to `grace`,
     /// then waits for dead letters in flight.
     pub async fn close(self, grace: Duration) {
+        // A destination that is down would keep its queued frames until the deadline, then
+        // drop them (redelivered after the restart, to every destination): park them instead.
+        if let Some((parker, gates)) = &self.parking {
+            for (dest, gate) in self.destinations.iter().zip(gates) {
+                if parker.available() && dest.sender.is_down() {
+                    park_reclaimed(dest, parker, gate).await;
+                }
+            }
+        }
         let closes = self.destinations.into_iter().map(|d| d.sink.close(grace));
         for report in futures_join_all(closes).await {
             tracing::debug!(?report, "Destination closed.");
@@ -326,6 +335,9 @@ async fn deliver(
     let payload = input.payload.unwrap_or_default();
     if let Some((parker, gate)) = park.as_mut() {
         if parker.available() && gate.parked(&dest.name, &dest.sender) {
+            if dest.sender.queued() > 0 && dest.sender.is_down() {
+                park_reclaimed(dest, parker, gate).await;
+            }
             let Frame { ack, .. } = frame;
             parker
                 .park_event(&gate.topic, &dest.name, payload, input.key, origin, input.headers, ack, &gate.parked_total)
@@ -364,6 +376,22 @@ async fn deliver(
             Err(SendRefused::Full(f)) => frame = f,
             Err(SendRefused::Closed(f)) => return sink_gone(dest, f, throttle),
         }
+    }
+}
+
+/// Takes back the frames still queued for a destination that is down and parks them as they
+/// are (rendered, header `rendered`), so that they no longer hold their partitions' commit point.
+async fn park_reclaimed(dest: &Destination, parker: &Parker, gate: &ParkGate) {
+    let frames = dest.sender.reclaim();
+    if frames.is_empty() {
+        return;
+    }
+    tracing::info!(destination = %dest.name, frames = frames.len(), "Parking the frames queued for a destination that is down.");
+    for f in frames {
+        let headers = rdkafka::message::OwnedHeaders::new_with_capacity(2)
+            .insert(rdkafka::message::Header { key: "destination", value: Some(dest.name.as_str()) })
+            .insert(rdkafka::message::Header { key: park::RENDERED_HEADER, value: Some("1") });
+        parker.park_record(&gate.topic, &f.bytes, None, headers, f.ack, &gate.parked_total).await;
     }
 }
 

@@ -35,6 +35,10 @@ use crate::metrics as m;
 use crate::sink::{SinkSender, SinkState};
 use crate::throttle::Throttle;
 
+/// Header of a parked record that holds a rendered frame (taken back from a sink's queue)
+/// instead of the original event: the retry consumer sends it as it is.
+pub const RENDERED_HEADER: &str = "rendered";
+
 /// A sink down this long (or `park_after_ms` if shorter) is parked: long enough to ride out a
 /// reconnect after a reset, short enough not to fill its queue with frames that would wait.
 pub const DOWN_CONFIRM: Duration = Duration::from_millis(250);

@@ -144,6 +144,25 @@ pub(crate) async fn run(src: KafkaSource, feed: RetryFeed, stop: CancellationTok
                 .await;
             continue;
         }
+        if header(super::park::RENDERED_HEADER).is_some() {
+            // Taken back from the sink's queue already rendered: sent as it is.
+            let frame = Frame {
+                bytes: bytes::Bytes::copy_from_slice(payload),
+                ack,
+                event_time_ms: msg.timestamp().to_millis(),
+            };
+            feed_one(
+                &feed,
+                target,
+                frame,
+                payload,
+                msg.key(),
+                copy_headers,
+                &stop,
+            )
+            .await;
+            continue;
+        }
         let source_topic = header("source_topic").unwrap_or_default();
         let origin_partition = header("source_partition")
             .and_then(|p| p.parse().ok())
@@ -187,44 +206,21 @@ pub(crate) async fn run(src: KafkaSource, feed: RetryFeed, stop: CancellationTok
             );
             continue;
         }
-        let mut frame = Frame {
+        let frame = Frame {
             bytes,
             ack,
             event_time_ms: msg.timestamp().to_millis(),
         };
-        loop {
-            match target
-                .sender
-                .send_timeout(frame, Duration::from_millis(200))
-                .await
-            {
-                Ok(()) => {
-                    target.unparked.increment(1);
-                    break;
-                }
-                Err(SendRefused::Full(f)) if !target.blocked() && !stop.is_cancelled() => frame = f,
-                Err(SendRefused::Full(f)) => {
-                    // Parked again (or stopping) while we waited: back to the retry topic.
-                    let Frame { ack, .. } = f;
-                    feed.parker
-                        .park_record(
-                            &target.topic,
-                            payload,
-                            msg.key(),
-                            copy_headers(),
-                            ack,
-                            &target.parked,
-                        )
-                        .await;
-                    break;
-                }
-                Err(SendRefused::Closed(f)) => {
-                    // The sink is gone (shutdown): uncommitted, read again after a restart.
-                    drop(f);
-                    break;
-                }
-            }
-        }
+        feed_one(
+            &feed,
+            target,
+            frame,
+            payload,
+            msg.key(),
+            copy_headers,
+            &stop,
+        )
+        .await;
     }
     src
 }
@@ -244,6 +240,45 @@ pub(crate) async fn finish(src: KafkaSource) {
         consumer.unsubscribe();
     })
     .await;
+}
+
+/// Hands one frame to its destination, waiting for room; parks it again if the destination
+/// is parked (or the process stops) meanwhile.
+async fn feed_one(
+    feed: &RetryFeed,
+    target: &RetryTarget,
+    mut frame: Frame,
+    payload: &[u8],
+    key: Option<&[u8]>,
+    headers: impl Fn() -> OwnedHeaders,
+    stop: &CancellationToken,
+) {
+    loop {
+        match target
+            .sender
+            .send_timeout(frame, Duration::from_millis(200))
+            .await
+        {
+            Ok(()) => {
+                target.unparked.increment(1);
+                return;
+            }
+            Err(SendRefused::Full(f)) if !target.blocked() && !stop.is_cancelled() => frame = f,
+            Err(SendRefused::Full(f)) => {
+                // Parked again (or stopping) while we waited: back to the retry topic.
+                let Frame { ack, .. } = f;
+                feed.parker
+                    .park_record(&target.topic, payload, key, headers(), ack, &target.parked)
+                    .await;
+                return;
+            }
+            Err(SendRefused::Closed(f)) => {
+                // The sink is gone (shutdown): uncommitted, read again after a restart.
+                drop(f);
+                return;
+            }
+        }
+    }
 }
 
 /// Pauses the assigned retry partitions of blocked destinations and resumes the others.
