@@ -248,3 +248,56 @@ async fn a_stalled_destination_is_parked_after_park_after_ms_and_fed_back_once_i
     assert_eq!(committed as u64, TOTAL);
     assert_eq!(Tally::of(&steady.frames()).duplicates(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_slower_than_the_input_is_parked_and_the_other_keeps_its_speed() {
+    init_logs();
+    let kafka = start_kafka();
+    let brokers = kafka.bootstrap_servers();
+    // About 5 MB; the slow receiver reads at most 1.6 MB/s, so it needs seconds more.
+    const TOTAL: u64 = 20_000;
+    let fast = Receiver::tcp(Split::OctetCounting).await.unwrap();
+    let slow = Receiver::tcp_paced(Split::OctetCounting, 16 * 1024, Duration::from_millis(10))
+        .await
+        .unwrap();
+    let toml = base_toml(&brokers, "slowpark").replace(
+        "[forwarder]\n",
+        "[forwarder]\nqueue_events = 256\npark_after_ms = 300\n",
+    ) + &dest("fast", fast.addr())
+        + &dest("slow", slow.addr());
+    let inst = Instance::start(config(&toml));
+    produce(&brokers, &samples(0..1)).await;
+    assert!(
+        wait_covers(|| fast.frames(), 0..1, Duration::from_secs(60)).await,
+        "warm-up"
+    );
+    let t = Instant::now();
+    produce(&brokers, &samples(1..TOTAL)).await;
+    let fast_ok = wait_covers(|| fast.frames(), 0..TOTAL, Duration::from_secs(60)).await;
+    let fast_took = t.elapsed();
+    let slow_at_that_time = Tally::of(&slow.frames()).counts.len();
+    let slow_ok = wait_covers(|| slow.frames(), 0..TOTAL, Duration::from_secs(120)).await;
+    let slow_took = t.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    inst.stop().await;
+    assert_nothing_deleted(&brokers);
+    let parked = topic_records(&brokers, &format!("{RETRY}.slow"));
+    let unparked = committed_sum(&brokers, "slowpark.retry", &format!("{RETRY}.slow"));
+    let s = Tally::of(&slow.frames());
+    eprintln!(
+        "slow destination: fast got {TOTAL} in {:.2} s ({:.0} ev/s) while slow had {slow_at_that_time}; \
+         slow got all in {:.2} s, {} duplicates; parked {parked}, fed back {unparked}",
+        fast_took.as_secs_f64(),
+        (TOTAL - 1) as f64 / fast_took.as_secs_f64(),
+        slow_took.as_secs_f64(),
+        s.duplicates()
+    );
+    assert!(fast_ok, "the fast destination did not get everything");
+    assert!(slow_ok, "slow: missing {}", s.missing(0..TOTAL).len());
+    assert!(parked > 0, "the slow destination was parked");
+    assert_eq!(
+        parked, unparked,
+        "every parked event was fed back and committed"
+    );
+    assert_eq!(Tally::of(&fast.frames()).duplicates(), 0);
+}

@@ -13,7 +13,7 @@
 //! hold their partitions' commit point back.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -256,29 +256,81 @@ impl Parker {
 }
 
 /// The parked flag of one destination, shared by the pipeline and the retry consumer.
+///
+/// A parking episode lasts at least a hold time: 1 s, doubled (up to 60 s) each time the
+/// destination is parked again within a minute of being unparked. A destination that keeps
+/// filling its queue (too slow for the input) so stays parked, fed by the retry consumer,
+/// instead of making the pipeline wait `park_after_ms` over and over.
 #[derive(Debug, Clone, Default)]
-pub struct ParkFlag(Arc<AtomicBool>);
+pub struct ParkFlag(Arc<FlagState>);
+
+#[derive(Debug, Default)]
+struct FlagState {
+    parked: AtomicBool,
+    /// When it was last parked or unparked, ms since [`epoch`].
+    since_ms: AtomicU64,
+    /// The current episode's minimum length, ms.
+    hold_ms: AtomicU64,
+}
+
+/// Shortest parking episode.
+const HOLD_MIN_MS: u64 = 1_000;
+/// Longest hold after repeated episodes.
+const HOLD_MAX_MS: u64 = 60_000;
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
 impl ParkFlag {
     /// Whether the destination is parked.
     pub fn is_parked(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.parked.load(Ordering::Acquire)
     }
 
     /// Parks; `true` if it was not parked before.
     pub fn park(&self) -> bool {
-        !self.0.swap(true, Ordering::AcqRel)
+        if self.0.parked.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let now = now_ms();
+        let unparked_for = now.saturating_sub(self.0.since_ms.load(Ordering::Acquire));
+        let prev = self.0.hold_ms.load(Ordering::Acquire);
+        let hold = if unparked_for < HOLD_MAX_MS {
+            (prev * 2).clamp(HOLD_MIN_MS, HOLD_MAX_MS)
+        } else {
+            HOLD_MIN_MS
+        };
+        self.0.hold_ms.store(hold, Ordering::Release);
+        self.0.since_ms.store(now, Ordering::Release);
+        true
     }
 
-    /// Unparks when the destination is healthy again: connected, queue at most half full.
-    /// Returns whether the destination is (still) parked.
+    /// The current (or last) episode's minimum length.
+    pub fn hold(&self) -> Duration {
+        Duration::from_millis(self.0.hold_ms.load(Ordering::Acquire))
+    }
+
+    /// Unparks when the hold time has passed and the destination is healthy again:
+    /// connected, queue at most half full. Returns whether the destination is (still) parked.
     pub fn refresh(&self, name: &str, sink: &SinkSender) -> bool {
         if !self.is_parked() {
             return false;
         }
+        let now = now_ms();
+        let held = now.saturating_sub(self.0.since_ms.load(Ordering::Acquire));
+        if held < self.0.hold_ms.load(Ordering::Acquire) {
+            return true;
+        }
         let healthy = sink.state() == SinkState::Connected && sink.queued() <= sink.capacity() / 2;
-        if healthy && self.0.swap(false, Ordering::AcqRel) {
-            tracing::info!(destination = %name, "Destination healthy again; unparked.");
+        if healthy && self.0.parked.swap(false, Ordering::AcqRel) {
+            self.0.since_ms.store(now, Ordering::Release);
+            tracing::info!(destination = %name, parked_ms = held, "Destination healthy again; unparked.");
             return false;
         }
         true
@@ -435,5 +487,22 @@ mod tests {
         gate.park("slow", "slow");
         assert!(gate.flag.is_parked());
         assert!(!gate.flag.park(), "already parked");
+    }
+
+    #[test]
+    fn parking_again_soon_after_an_unpark_doubles_the_hold() {
+        let flag = ParkFlag::default();
+        assert!(flag.park());
+        assert_eq!(flag.hold(), Duration::from_millis(HOLD_MIN_MS));
+        // Unpark by hand (as refresh does once healthy), then park again at once.
+        flag.0.parked.store(false, Ordering::Release);
+        flag.0.since_ms.store(now_ms(), Ordering::Release);
+        assert!(flag.park());
+        assert_eq!(flag.hold(), Duration::from_millis(2 * HOLD_MIN_MS));
+        for _ in 0..10 {
+            flag.0.parked.store(false, Ordering::Release);
+            assert!(flag.park());
+        }
+        assert_eq!(flag.hold(), Duration::from_millis(HOLD_MAX_MS), "capped");
     }
 }
