@@ -5,12 +5,15 @@
 //!
 //! A destination is parked when its sink has been down (not connected after a failed
 //! attempt) for [`DOWN_CONFIRM`] (capped by `park_after_ms`), or its queue stayed full for
-//! `park_after_ms`. It is unparked once its sink is connected and its queue at most half full;
-//! the retry consumer ([`super::retry`]) then feeds the parked events back.
+//! `park_after_ms`. It is unparked after a hold (see [`ParkFlag`]) once its sink is connected
+//! and its queue at most half full; the retry consumer ([`super::retry`]) then feeds the parked
+//! events back.
 //!
-//! Frames already in a sink's queue when it is parked stay there: the sink delivers them when
-//! the destination is back (or they are redelivered from Kafka after a restart). Until then they
-//! hold their partitions' commit point back.
+//! Frames still queued for a destination that is down are taken back and parked as rendered
+//! bytes (header [`RENDERED_HEADER`]). Frames already written and not acknowledged (at most a
+//! batch plus the socket send buffer), and the queue of a destination parked for slowness, stay
+//! with the sink: delivered when it can, or redelivered from Kafka after a restart; until then
+//! they hold their partitions' commit point back.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
