@@ -91,7 +91,7 @@ pub async fn serve(cfg: Config, shutdown: tokio_util::sync::CancellationToken) -
     };
 
     let trackers: Arc<OnceLock<Arc<Trackers>>> = Arc::default();
-    let statuses: Arc<OnceLock<Vec<(String, crate::sink::StatusReader)>>> = Arc::default();
+    let statuses: Arc<OnceLock<Vec<(String, crate::sink::StatusReader, pipeline::ParkFlag)>>> = Arc::default();
     let state = AdminState {
         metrics: handle,
         ready: {
@@ -110,7 +110,11 @@ pub async fn serve(cfg: Config, shutdown: tokio_util::sync::CancellationToken) -
             Arc::new(move || {
                 statuses.get().map_or_else(Vec::new, |list| {
                     list.iter()
-                        .map(|(name, r)| DestinationStatus { name: name.clone(), status: r.status(), parked: false })
+                        .map(|(name, r, parked)| DestinationStatus {
+                            name: name.clone(),
+                            status: r.status(),
+                            parked: parked.is_parked(),
+                        })
                         .collect()
                 })
             })

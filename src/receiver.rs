@@ -126,9 +126,12 @@ impl Receiver {
         let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
         let task = tokio::spawn(async move {
-            let conns = tokio_util::task::TaskTracker::new();
+            // Owned by this task: dropping the receiver aborts it, which closes every
+            // connection too (a SIEM that went away, for the delivery tests).
+            let mut conns = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
                 s.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                while conns.try_join_next().is_some() {}
                 let s = Arc::clone(&s);
                 match tls.clone() {
                     None => conns.spawn(read_stream(stream, split, pace, s)),

@@ -5,9 +5,12 @@
 //! are done. Invalid events and messages a destination cannot take go to the dead-letter topic.
 
 pub mod dead_letter;
+pub mod park;
+mod retry;
 mod run;
 
 pub use dead_letter::{DeadLetter, Origin};
+pub use park::{ParkFlag, Parker};
 pub use run::{run, RunOptions, StartInfo};
 
 use std::sync::Arc;
@@ -21,11 +24,13 @@ use crate::event::{decode, DecodeOptions};
 use crate::metrics as m;
 use crate::render::{RenderContext, Rendered, Renderer};
 use crate::route::{Decision, Router};
-use crate::sink::{Frame, SinkHandle};
+use crate::sink::{Frame, SendRefused, SinkHandle, SinkSender};
+use park::ParkGate;
+use rdkafka::message::BorrowedHeaders;
 use crate::throttle::Throttle;
 
 /// One Kafka message as the pipeline sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Input<'a> {
     /// Source topic.
     pub topic: &'a str,
@@ -39,6 +44,19 @@ pub struct Input<'a> {
     pub payload: Option<&'a [u8]>,
     /// Kafka timestamp, ms since the epoch.
     pub timestamp_ms: Option<i64>,
+    /// The message's headers (copied onto parked events).
+    pub headers: Option<&'a BorrowedHeaders>,
+}
+
+impl std::fmt::Debug for Input<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("timestamp_ms", &self.timestamp_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A destination as the pipeline drives it.
@@ -49,6 +67,8 @@ pub struct Destination {
     renderer: usize,
     /// The sink task.
     pub sink: SinkHandle,
+    /// A sender to the sink's queue (cheap state reads).
+    sender: SinkSender,
     /// Counters registered once, so that the per-event path neither allocates nor looks up.
     counters: DestinationCounters,
 }
@@ -112,6 +132,8 @@ pub struct Pipeline {
     compliance: Option<Arc<crate::compliance::Compliance>>,
     /// Automatic tickets: offered every consumed event, never waited on.
     tickets: Option<Arc<crate::ticket::TicketRouter>>,
+    /// Parking, when enabled: the producer and one gate per destination.
+    parking: Option<(Parker, Vec<ParkGate>)>,
 }
 
 /// What happened to one message (for tests and the demo's summary).
@@ -148,7 +170,8 @@ impl Pipeline {
             };
             let name = sink.name().to_owned();
             let counters = DestinationCounters::new(&name);
-            dests.push(Destination { name, renderer: idx, sink, counters });
+            let sender = sink.sender();
+            dests.push(Destination { name, renderer: idx, sink, sender, counters });
         }
         let n = dests.len();
         Pipeline {
@@ -165,6 +188,7 @@ impl Pipeline {
             consumed: Vec::new(),
             compliance: None,
             tickets: None,
+            parking: None,
         }
     }
 
@@ -178,6 +202,28 @@ impl Pipeline {
     /// renderers (written by destinations with `include_compliance = true`).
     pub fn set_compliance(&mut self, compliance: Option<Arc<crate::compliance::Compliance>>) {
         self.compliance = compliance;
+    }
+
+    /// Parks events of destinations that are down or too slow to their retry topics
+    /// `{retry_prefix}.{destination}` (delivery.md §3). Returns each destination's parked
+    /// flag, in destination order, for the retry consumer.
+    pub fn enable_parking(&mut self, parker: Parker, retry_prefix: &str, park_after: Duration) -> Vec<ParkFlag> {
+        let gates: Vec<ParkGate> = self
+            .destinations
+            .iter()
+            .map(|d| {
+                let topic = park::retry_topic_name(retry_prefix, &d.name);
+                ParkGate::new(&d.name, topic, ParkFlag::default(), park_after)
+            })
+            .collect();
+        let flags = gates.iter().map(|g| g.flag.clone()).collect();
+        self.parking = Some((parker, gates));
+        flags
+    }
+
+    /// Whether destination `i` is parked now.
+    pub fn is_parked(&self, i: usize) -> bool {
+        self.parking.as_ref().and_then(|(_, g)| g.get(i)).is_some_and(|g| g.flag.is_parked())
     }
 
     fn consumed_counter(&mut self, topic: &str) -> &Counter {
@@ -272,14 +318,8 @@ impl Pipeline {
                         dest.counters.truncated.increment(1);
                     }
                     let frame = Frame { bytes, ack, event_time_ms: input.timestamp_ms };
-                    if let Err(frame) = dest.sink.send(frame).await {
-                        // The sink task is gone: its ack is dropped, so the offset never commits
-                        // past this event and it is redelivered after a restart.
-                        if self.throttle.allow("sink_gone").is_some() {
-                            tracing::error!(destination = %dest.name, "Destination task has stopped; events stay uncommitted.");
-                        }
-                        drop(frame);
-                    }
+                    let park = self.parking.as_mut().and_then(|(p, g)| Some((&*p, g.get_mut(i)?)));
+                    deliver(dest, park, frame, &input, &self.throttle).await;
                 }
             }
         }
@@ -289,12 +329,104 @@ impl Pipeline {
     /// Stops every destination, flushing and waiting for acknowledgement up to `grace`,
     /// then waits for dead letters in flight.
     pub async fn close(self, grace: Duration) {
+        // A destination that is down would keep its queued frames until the deadline, then
+        // drop them (redelivered after the restart, to every destination): park them instead.
+        if let Some((parker, gates)) = &self.parking {
+            for (dest, gate) in self.destinations.iter().zip(gates) {
+                if parker.available() && dest.sender.is_down() {
+                    park_reclaimed(dest, parker, gate).await;
+                }
+            }
+        }
         let closes = self.destinations.into_iter().map(|d| d.sink.close(grace));
         for report in futures_join_all(closes).await {
             tracing::debug!(?report, "Destination closed.");
         }
         self.dead_letter.close(grace).await;
     }
+}
+
+/// Hands one frame to its destination, or parks the event when the destination is parked,
+/// down, or its queue stays full for `park_after_ms`. Without parking (disabled, or the retry
+/// topic cannot be written) it waits for room: backpressure.
+async fn deliver(
+    dest: &Destination,
+    mut park: Option<(&Parker, &mut ParkGate)>,
+    frame: Frame,
+    input: &Input<'_>,
+    throttle: &Throttle,
+) {
+    let origin = Origin { topic: input.topic, partition: input.partition, offset: input.offset };
+    let payload = input.payload.unwrap_or_default();
+    if let Some((parker, gate)) = park.as_mut() {
+        if parker.available() && gate.parked(&dest.name, &dest.sender) {
+            if dest.sender.queued() > 0 && dest.sender.is_down() {
+                park_reclaimed(dest, parker, gate).await;
+            }
+            let Frame { ack, .. } = frame;
+            parker
+                .park_event(&gate.topic, &dest.name, payload, input.key, origin, input.headers, ack, &gate.parked_total)
+                .await;
+            return;
+        }
+    }
+    let mut frame = match dest.sender.try_send(frame) {
+        Ok(()) => {
+            if let Some((_, gate)) = park.as_mut() {
+                gate.had_room();
+            }
+            return;
+        }
+        Err(SendRefused::Full(f)) => f,
+        Err(SendRefused::Closed(f)) => return sink_gone(dest, f, throttle),
+    };
+    loop {
+        let wait = match park.as_mut() {
+            Some((parker, gate)) if parker.available() => {
+                let wait = gate.full_wait();
+                if wait.is_zero() || gate.parked(&dest.name, &dest.sender) {
+                    gate.park(&dest.name, "slow");
+                    let Frame { ack, .. } = frame;
+                    parker
+                        .park_event(&gate.topic, &dest.name, payload, input.key, origin, input.headers, ack, &gate.parked_total)
+                        .await;
+                    return;
+                }
+                wait.min(Duration::from_millis(100))
+            }
+            _ => Duration::from_millis(100),
+        };
+        match dest.sender.send_timeout(frame, wait).await {
+            Ok(()) => return,
+            Err(SendRefused::Full(f)) => frame = f,
+            Err(SendRefused::Closed(f)) => return sink_gone(dest, f, throttle),
+        }
+    }
+}
+
+/// Takes back the frames still queued for a destination that is down and parks them as they
+/// are (rendered, header `rendered`), so that they no longer hold their partitions' commit point.
+async fn park_reclaimed(dest: &Destination, parker: &Parker, gate: &ParkGate) {
+    let frames = dest.sender.reclaim();
+    if frames.is_empty() {
+        return;
+    }
+    tracing::info!(destination = %dest.name, frames = frames.len(), "Parking the frames queued for a destination that is down.");
+    for f in frames {
+        let headers = rdkafka::message::OwnedHeaders::new_with_capacity(2)
+            .insert(rdkafka::message::Header { key: "destination", value: Some(dest.name.as_str()) })
+            .insert(rdkafka::message::Header { key: park::RENDERED_HEADER, value: Some("1") });
+        parker.park_record(&gate.topic, &f.bytes, None, headers, f.ack, &gate.parked_total).await;
+    }
+}
+
+/// The sink task is gone: the frame's ack is dropped, so the offset never commits past this
+/// event and it is redelivered after a restart.
+fn sink_gone(dest: &Destination, frame: Frame, throttle: &Throttle) {
+    if throttle.allow("sink_gone").is_some() {
+        tracing::error!(destination = %dest.name, "Destination task has stopped; events stay uncommitted.");
+    }
+    drop(frame);
 }
 
 async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>

@@ -5,16 +5,21 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer};
+use std::collections::VecDeque;
+
+use rdkafka::message::{BorrowedHeaders, OwnedHeaders, OwnedMessage};
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::park::{self, Parker};
+use super::retry::{self, RetryFeed, RetryTarget};
 use super::{DeadLetter, Input, Pipeline, TopicOptions};
 use crate::ack::PartitionTracker;
 use crate::config::Config;
 use crate::event::LogType;
 use crate::route::Router;
 use crate::sink::{self, SinkSpec};
-use crate::source::{self, Trackers};
+use crate::source::{self, pause, KafkaSource, Trackers};
 use crate::throttle::Throttle;
 
 /// What `run` needs besides the config.
@@ -36,7 +41,7 @@ pub struct StartInfo {
     /// The partition trackers (joined = has an assignment).
     pub trackers: Arc<Trackers>,
     /// Each destination's status, in config order (for `/api/destinations`).
-    pub destinations: Vec<(String, crate::sink::StatusReader)>,
+    pub destinations: Vec<(String, crate::sink::StatusReader, super::ParkFlag)>,
 }
 
 /// Runs the forwarder until `opts.shutdown` is cancelled, then drains within
@@ -77,18 +82,59 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             .collect(),
         max_event_bytes: k.max_event_bytes,
     };
-    let mut pipeline = Pipeline::new(router, destinations, dead_letter, topics);
+    let mut pipeline = Pipeline::new(router, destinations, dead_letter.clone(), topics.clone());
     pipeline.set_compliance(opts.compliance.clone());
     pipeline.set_tickets(opts.tickets.clone());
+
+    // Parking (delivery.md §3).
+    let retry_topics: Vec<String> =
+        config.syslog.iter().map(|d| park::retry_topic_name(&k.retry_topic, &d.name)).collect();
+    // In the background: a broker without CreateTopics (the mock cluster) must not hold
+    // startup; until they exist, parked events wait in the producer's retries.
+    tokio::spawn({
+        let (brokers, props, names) = (k.brokers.clone(), k.properties.clone(), retry_topics.clone());
+        async move { park::ensure_topics(&brokers, &props, &names).await }
+    });
+    // At least 8192 parked events in flight to Kafka (about 8 MB of payload copies): fewer
+    // would make parking, and so the pipeline, wait on produce round trips.
+    let parker = Parker::new(source::build_producer(&k.brokers, &k.properties)?, f.queue_events.max(8192));
+    let flags = pipeline.enable_parking(parker.clone(), &k.retry_topic, Duration::from_millis(f.park_after_ms));
+    let parked_flags = flags.clone();
+    let targets = config
+        .syslog
+        .iter()
+        .zip(pipeline.destinations())
+        .zip(flags)
+        .zip(&retry_topics)
+        .map(|(((c, d), flag), topic)| {
+            RetryTarget::new(&d.name, topic.clone(), c.render.clone(), d.sender.clone(), flag)
+        })
+        .collect();
+    let mut retry_config = source::consumer_config(
+        &k.brokers,
+        &format!("{}.retry", k.group_id),
+        f.commit_interval_ms,
+        &k.properties,
+    );
+    // Where the brokers refused CreateTopics, subscribing creates the retry topics (if the
+    // brokers allow auto-creation) instead of waiting for the first parked event.
+    retry_config.set("allow.auto.create.topics", "true");
+    let retry_src = source::build_consumer(&retry_config, &retry_topics)?;
+    retry_src.trackers.set_revoke_drain(Duration::from_secs(f.shutdown_grace_s));
+    let retry_stop = CancellationToken::new();
+    let feed = RetryFeed { targets, parker: parker.clone(), dead_letter, topics };
+    let retry_task = tokio::spawn(retry::run(retry_src, feed, retry_stop.clone()));
 
     let client_config =
         source::consumer_config(&k.brokers, &k.group_id, f.commit_interval_ms, &k.properties);
     let src = source::build_consumer(&client_config, &k.topics)?;
+    src.trackers.set_revoke_drain(Duration::from_secs(f.shutdown_grace_s));
     if let Some(cb) = opts.on_start {
         let destinations = pipeline
             .destinations()
             .iter()
-            .map(|d| (d.name.clone(), d.sink.status_reader()))
+            .zip(&parked_flags)
+            .map(|(d, flag)| (d.name.clone(), d.sink.status_reader(), flag.clone()))
             .collect();
         cb(StartInfo { trackers: Arc::clone(&src.trackers), destinations });
     }
@@ -100,7 +146,18 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     let throttle = Throttle::new(Duration::from_secs(60));
     let mut cache = TrackerCache::default();
+    // Messages that arrived while the consumer was paused; handled first, in order.
+    let mut held: VecDeque<OwnedMessage> = VecDeque::new();
     loop {
+        if let Some(m) = held.pop_front() {
+            let headers = m.headers().map(OwnedHeaders::as_borrowed);
+            let input = input_of(&m, headers);
+            let tracker = cache.get(&src.trackers, m.topic(), m.partition());
+            if handle_polling(&mut pipeline, input, &tracker, &src, &opts.shutdown, &mut held).await {
+                break;
+            }
+            continue;
+        }
         let msg = tokio::select! {
             biased;
             _ = opts.shutdown.cancelled() => break,
@@ -116,26 +173,25 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             }
         };
         let tracker = cache.get(&src.trackers, msg.topic(), msg.partition());
-        let input = Input {
-            topic: msg.topic(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key(),
-            payload: msg.payload(),
-            timestamp_ms: msg.timestamp().to_millis(),
-        };
-        // A destination that stays full must not keep us from stopping: the event in hand
-        // stays uncommitted and is redelivered.
-        tokio::select! {
-            biased;
-            _ = opts.shutdown.cancelled() => break,
-            _ = pipeline.handle(input, &tracker) => {}
+        let input = input_of(&msg, msg.headers());
+        if handle_polling(&mut pipeline, input, &tracker, &src, &opts.shutdown, &mut held).await {
+            break;
         }
     }
+    drop(held);
 
     let grace = Duration::from_secs(f.shutdown_grace_s);
+    let deadline = tokio::time::Instant::now() + grace;
     tracing::info!(grace_s = f.shutdown_grace_s, "Stopping: draining destinations.");
+    retry_stop.cancel();
+    let retry_src = retry_task.await.context("retry consumer task")?;
     pipeline.close(grace).await;
+    // Parks started before the stop finish within what is left of the grace period.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    parker.close(left.max(Duration::from_secs(1))).await;
+    // The destinations are closed: what is unfinished now stays so; no waiting on revoke.
+    src.trackers.set_revoke_drain(Duration::ZERO);
+    retry::finish(retry_src).await;
     let consumer = Arc::clone(&src.consumer);
     tokio::task::spawn_blocking(move || {
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -149,6 +205,60 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     .context("final commit task")?;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Blocked this long on one event (no room, no parking), the consumer pauses and keeps polling.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+/// At most this many messages fetched before the pause took effect are kept while paused.
+const HELD_MAX: usize = 10_000;
+
+fn input_of<'a, M: Message>(m: &'a M, headers: Option<&'a BorrowedHeaders>) -> Input<'a> {
+    Input {
+        topic: m.topic(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key(),
+        payload: m.payload(),
+        timestamp_ms: m.timestamp().to_millis(),
+        headers,
+    }
+}
+
+/// Hands one message to the pipeline. While that waits (backpressure) for longer than
+/// [`PAUSE_AFTER`], the consumer's partitions are paused and it keeps being polled; messages
+/// it still returns are kept in `held`. Returns `true` when shutdown interrupted the wait: the
+/// event in hand stays uncommitted and is redelivered.
+async fn handle_polling(
+    pipeline: &mut Pipeline,
+    input: Input<'_>,
+    tracker: &Arc<PartitionTracker>,
+    src: &KafkaSource,
+    shutdown: &CancellationToken,
+    held: &mut VecDeque<OwnedMessage>,
+) -> bool {
+    let handled = pipeline.handle(input, tracker);
+    tokio::pin!(handled);
+    let mut paused = None;
+    let stopped = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break true,
+            _ = &mut handled => break false,
+            () = tokio::time::sleep(PAUSE_AFTER), if paused.is_none() => {
+                paused = Some(pause::pause_assigned(&src.consumer));
+            }
+            m = src.consumer.recv(), if paused.is_some() && held.len() < HELD_MAX => {
+                if let Ok(m) = m {
+                    held.push_back(m.detach());
+                }
+            }
+        }
+    };
+    if let Some(Some(p)) = paused {
+        tracing::info!(partitions = p.count(), held = held.len(), "Destination has room again: consumer resumed.");
+        p.resume(&src.consumer);
+    }
+    stopped
 }
 
 /// The last trackers used, re-fetched when the assignment changes (no lock per message).

@@ -3,6 +3,7 @@
 //!
 //! Closing the handle closes the queue: what is queued is still handed out, then `Finished`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -33,9 +34,14 @@ pub(crate) enum Next {
     Finished,
 }
 
+/// A destination's queue, shared so that frames still queued can be taken back
+/// ([`super::SinkSender::reclaim`]) while the writer is not batching (reconnecting). The
+/// writer holds the lock only while it assembles a batch.
+pub(crate) type SharedRx = Arc<tokio::sync::Mutex<mpsc::Receiver<Frame>>>;
+
 /// Pulls batches from one destination's queue.
 pub(crate) struct Batcher {
-    rx: mpsc::Receiver<Frame>,
+    rx: SharedRx,
     limits: Limits,
     closing: CancellationToken,
     /// A frame that did not fit the previous batch.
@@ -49,7 +55,7 @@ impl Batcher {
             ..limits
         };
         Batcher {
-            rx,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
             limits,
             closing,
             held: None,
@@ -61,34 +67,27 @@ impl Batcher {
         self.closing.is_cancelled()
     }
 
-    async fn recv(&mut self) -> Option<Frame> {
-        if self.closing.is_cancelled() {
-            // Stop taking frames; those already queued are still received.
-            self.rx.close();
-            return self.rx.recv().await;
-        }
-        tokio::select! {
-            biased;
-            () = self.closing.cancelled() => {
-                self.rx.close();
-                self.rx.recv().await
-            }
-            f = self.rx.recv() => f,
-        }
+    /// The queue, for reclaiming frames.
+    pub fn shared_rx(&self) -> SharedRx {
+        Arc::clone(&self.rx)
     }
 
     /// Fills `out` (which must be empty) with the next batch. With `idle`, gives up waiting for
     /// a first frame after that long (the caller has acknowledgements to poll).
     pub async fn next(&mut self, out: &mut Vec<Frame>, idle: Option<Duration>) -> Next {
         debug_assert!(out.is_empty());
+        // One lock per batch; the writer does not hold it while it writes or reconnects.
+        let shared = Arc::clone(&self.rx);
+        let mut rx = shared.lock().await;
+        let closing = &self.closing;
         let first = match self.held.take() {
             Some(f) => f,
             None => match idle {
-                None => match self.recv().await {
+                None => match recv(&mut rx, closing).await {
                     Some(f) => f,
                     None => return Next::Finished,
                 },
-                Some(d) => match tokio::time::timeout(d, self.recv()).await {
+                Some(d) => match tokio::time::timeout(d, recv(&mut rx, closing)).await {
                     Ok(Some(f)) => f,
                     Ok(None) => return Next::Finished,
                     Err(_) => return Next::Idle,
@@ -103,7 +102,7 @@ impl Batcher {
                 return Next::Batch;
             }
             // Whatever is already queued joins without waiting.
-            let frame = match self.rx.try_recv() {
+            let frame = match rx.try_recv() {
                 Ok(f) => f,
                 Err(mpsc::error::TryRecvError::Disconnected) => return Next::Batch,
                 Err(mpsc::error::TryRecvError::Empty) => {
@@ -112,7 +111,7 @@ impl Batcher {
                     }
                     tokio::select! {
                         biased;
-                        f = self.recv() => match f {
+                        f = recv(&mut rx, closing) => match f {
                             Some(f) => f,
                             None => return Next::Batch,
                         },
@@ -127,6 +126,22 @@ impl Batcher {
             bytes += frame.bytes.len();
             out.push(frame);
         }
+    }
+}
+
+async fn recv(rx: &mut mpsc::Receiver<Frame>, closing: &CancellationToken) -> Option<Frame> {
+    if closing.is_cancelled() {
+        // Stop taking frames; those already queued are still received.
+        rx.close();
+        return rx.recv().await;
+    }
+    tokio::select! {
+        biased;
+        () = closing.cancelled() => {
+            rx.close();
+            rx.recv().await
+        }
+        f = rx.recv() => f,
     }
 }
 

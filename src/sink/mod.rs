@@ -20,6 +20,7 @@
 
 mod batch;
 mod connector;
+mod sender;
 mod status;
 mod tcp;
 mod telemetry;
@@ -39,6 +40,7 @@ use crate::ack::Ack;
 use crate::render::settings::Protocol;
 
 pub use connector::SinkError;
+pub use sender::{SendRefused, SinkSender};
 pub use status::{SinkState, SinkStatus};
 pub use tls::{TlsReason, TlsSpec};
 
@@ -131,6 +133,7 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
         linger: spec.batch_linger,
     };
     let batcher = Batcher::new(rx, limits, closing.clone());
+    let _ = shared.reclaim.set(batcher.shared_rx());
     let stop = hard_stop.clone();
     let up = metrics::gauge!(crate::metrics::DESTINATION_UP, "destination" => spec.name.clone());
     let max_events = spec.batch_max_events;

@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     pub batches: AtomicU64,
     pub send_calls: AtomicU64,
     pub reconnects: AtomicU64,
+    /// The destination's queue, for taking queued frames back (parking).
+    pub reclaim: std::sync::OnceLock<super::batch::SharedRx>,
 }
 
 impl Shared {

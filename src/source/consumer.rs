@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -45,6 +46,9 @@ pub struct Trackers {
     store: OnceLock<Arc<dyn OffsetStore>>,
     /// Set once the first assignment arrived (the consumer joined its group).
     joined: AtomicBool,
+    /// On revoke, how long to wait for the revoked partitions' events to finish before the
+    /// commit, in ms (0: do not wait).
+    revoke_drain_ms: AtomicU64,
 }
 
 impl Trackers {
@@ -73,6 +77,48 @@ impl Trackers {
         let t = PartitionTracker::new(topic, partition, store);
         map.insert((topic.to_owned(), partition), Arc::clone(&t));
         t
+    }
+
+    /// On revoke, wait up to `d` for every event of the revoked partitions to finish
+    /// (delivered, parked or dead-lettered) before committing and releasing them, so that the
+    /// next owner does not get them again. Zero (the default, and at shutdown once the
+    /// destinations are closed) commits what is finished at once.
+    pub fn set_revoke_drain(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.revoke_drain_ms.store(ms, Ordering::Release);
+    }
+
+    /// Waits (blocking this thread) until the trackers of `tpl` have nothing in flight, or the
+    /// revoke drain time passed. Returns the events still in flight.
+    fn drain(&self, tpl: &TopicPartitionList) -> usize {
+        let limit = Duration::from_millis(self.revoke_drain_ms.load(Ordering::Acquire));
+        let revoked: Vec<Arc<PartitionTracker>> = {
+            let map = self.lock();
+            tpl.elements()
+                .iter()
+                .filter_map(|e| map.get(&(e.topic().to_owned(), e.partition())).cloned())
+                .collect()
+        };
+        let in_flight = || revoked.iter().map(|t| t.in_flight()).sum::<usize>();
+        if limit.is_zero() || in_flight() == 0 {
+            return in_flight();
+        }
+        let deadline = Instant::now() + limit;
+        let wait = || loop {
+            let left = in_flight();
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // The callback runs inside the consumer's poll, on a runtime worker: let the runtime
+        // move its other tasks (the sinks finishing these events) off this thread meanwhile.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
     }
 
     /// Every owned partition's tracker.
@@ -126,10 +172,15 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            tracing::info!(partitions = tpl.count(), "Partitions revoked; committing what is finished.");
-            // Commit what is finished before the partitions go to another member. Whatever is
-            // still in flight is redelivered to the new owner (at least once).
+            tracing::info!(partitions = tpl.count(), "Partitions revoked; finishing their events, then committing.");
+            // Finish (deliver or park) the revoked partitions' events, bounded in time, and
+            // commit before the partitions go to another member. Whatever is still in flight
+            // after that is redelivered to the new owner (at least once).
             if !consumer.assignment_lost() {
+                let left = self.trackers.drain(tpl);
+                if left > 0 {
+                    tracing::warn!(events = left, "Revoked partitions still have events in flight; the next owner gets them again.");
+                }
                 if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                     if !is_no_offset_error(&e) {
                         tracing::warn!(error = %e, "Commit on revoke failed.");
@@ -259,7 +310,7 @@ pub fn build_producer(
 
 /// Properties that apply to producers too (security and connection settings), so that the
 /// producer does not warn about consumer-only keys.
-fn is_shared_property(k: &str) -> bool {
+pub fn is_shared_property(k: &str) -> bool {
     ["security.", "sasl.", "ssl.", "client.", "socket.", "broker.", "metadata.", "api.", "reconnect."]
         .iter()
         .any(|p| k.starts_with(p))

@@ -6,7 +6,8 @@
 
 mod consumer;
 pub mod embedded;
+pub mod pause;
 
 pub use consumer::{
-    build_consumer, build_producer, consumer_config, is_no_offset_error, KafkaSource, SourceContext, SourceError, Trackers,
+    build_consumer, build_producer, consumer_config, is_no_offset_error, is_shared_property, KafkaSource, KafkaConsumer, SourceContext, SourceError, Trackers,
 };
