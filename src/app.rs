@@ -24,7 +24,9 @@ struct TicketService {
 
 fn call_error(e: TicketError) -> CallError {
     match e {
-        TicketError::UnknownTicket(name) => CallError::NotFound(format!("no [[ticket]] named {name:?}")),
+        TicketError::UnknownTicket(name) => {
+            CallError::NotFound(format!("no [[ticket]] named {name:?}"))
+        }
         TicketError::NotAnObject => CallError::BadRequest(e.to_string()),
         other => CallError::Upstream(other.to_string()),
     }
@@ -37,10 +39,23 @@ impl TicketApi for TicketService {
             let bytes = serde_json::to_vec(&event).unwrap_or_default();
             let controls: Vec<(String, String)> = decode(&bytes, None, &DecodeOptions::default())
                 .ok()
-                .and_then(|ev| self.compliance.peek(&ev).map(|c| c.pairs().map(|(s, i)| (s.to_owned(), i.to_owned())).collect()))
+                .and_then(|ev| {
+                    self.compliance.peek(&ev).map(|c| {
+                        c.pairs()
+                            .map(|(s, i)| (s.to_owned(), i.to_owned()))
+                            .collect()
+                    })
+                })
                 .unwrap_or_default();
-            let pairs: Vec<(&str, &str)> = controls.iter().map(|(s, i)| (s.as_str(), i.as_str())).collect();
-            let created = self.router.issue(&ticket, &event, &pairs).await.map_err(call_error)?;
+            let pairs: Vec<(&str, &str)> = controls
+                .iter()
+                .map(|(s, i)| (s.as_str(), i.as_str()))
+                .collect();
+            let created = self
+                .router
+                .issue(&ticket, &event, &pairs)
+                .await
+                .map_err(call_error)?;
             Ok(serde_json::to_value(created).unwrap_or(Value::Null))
         })
     }
@@ -65,7 +80,10 @@ impl TicketApi for TicketService {
 /// When the admin address cannot be bound, the metrics recorder cannot be installed, the
 /// compliance mapping or a ticket system cannot be loaded, or the Kafka clients cannot be
 /// created.
-pub async fn serve(cfg: Config, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    cfg: Config,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let handle = crate::metrics::install()?;
     let listener = admin::bind(&cfg.admin.listen).await?;
     let compliance = Arc::new(
@@ -78,20 +96,35 @@ pub async fn serve(cfg: Config, shutdown: tokio_util::sync::CancellationToken) -
     let tickets = if cfg.ticket.is_empty() {
         None
     } else {
-        let (brokers, props, topic) =
-            (cfg.kafka.brokers.clone(), cfg.kafka.properties.clone(), cfg.kafka.ticket_history_topic.clone());
+        let (brokers, props, topic) = (
+            cfg.kafka.brokers.clone(),
+            cfg.kafka.properties.clone(),
+            cfg.kafka.ticket_history_topic.clone(),
+        );
         let history = tokio::task::spawn_blocking(move || {
-            History::start(&brokers, &props, &topic, crate::ticket::history::DEFAULT_CAPACITY, Duration::from_secs(10))
+            History::start(
+                &brokers,
+                &props,
+                &topic,
+                crate::ticket::history::DEFAULT_CAPACITY,
+                Duration::from_secs(10),
+            )
         })
         .await?
         .context("loading the ticket history")?;
-        let router = TicketRouter::start(&cfg.ticket, Arc::new(history), SinkOptions::default(), ticket_stop.clone())
-            .context("starting the ticket systems")?;
+        let router = TicketRouter::start(
+            &cfg.ticket,
+            Arc::new(history),
+            SinkOptions::default(),
+            ticket_stop.clone(),
+        )
+        .context("starting the ticket systems")?;
         Some(Arc::new(router))
     };
 
     let trackers: Arc<OnceLock<Arc<Trackers>>> = Arc::default();
-    let statuses: Arc<OnceLock<Vec<(String, crate::sink::StatusReader, pipeline::ParkFlag)>>> = Arc::default();
+    let statuses: Arc<OnceLock<Vec<(String, crate::sink::StatusReader, pipeline::ParkFlag)>>> =
+        Arc::default();
     let state = AdminState {
         metrics: handle,
         ready: {
@@ -128,8 +161,10 @@ pub async fn serve(cfg: Config, shutdown: tokio_util::sync::CancellationToken) -
             Arc::new(move || Some(c.report()))
         }),
         tickets: tickets.as_ref().map(|router| {
-            Arc::new(TicketService { router: Arc::clone(router), compliance: Arc::clone(&compliance) })
-                as Arc<dyn TicketApi>
+            Arc::new(TicketService {
+                router: Arc::clone(router),
+                compliance: Arc::clone(&compliance),
+            }) as Arc<dyn TicketApi>
         }),
         ..admin::Api::from_config(&cfg.admin)
     };

@@ -31,7 +31,10 @@ struct Shared {
 
 impl Shared {
     fn push(&self, frame: Bytes) {
-        self.frames.lock().unwrap_or_else(|p| p.into_inner()).push(frame);
+        self.frames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(frame);
         self.arrived.notify_waiters();
     }
 }
@@ -95,9 +98,17 @@ impl Receiver {
     ///
     /// # Errors
     /// When the listener cannot be bound.
-    pub async fn tls(split: Split, config: Arc<tokio_rustls::rustls::ServerConfig>) -> std::io::Result<Self> {
+    pub async fn tls(
+        split: Split,
+        config: Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        Self::start_tcp(listener, split, None, Some(tokio_rustls::TlsAcceptor::from(config)))
+        Self::start_tcp(
+            listener,
+            split,
+            None,
+            Some(tokio_rustls::TlsAcceptor::from(config)),
+        )
     }
 
     /// A slow TCP receiver: a small receive buffer, and a pause after each read of at most
@@ -130,14 +141,16 @@ impl Receiver {
             // connection too (a SIEM that went away, for the delivery tests).
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                s.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                s.connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 while conns.try_join_next().is_some() {}
                 let s = Arc::clone(&s);
                 match tls.clone() {
                     None => conns.spawn(read_stream(stream, split, pace, s)),
                     Some(acceptor) => conns.spawn(async move {
                         if let Ok(Ok(tls)) =
-                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                                .await
                         {
                             read_stream(tls, split, pace, s).await;
                         }
@@ -155,17 +168,27 @@ impl Receiver {
 
     /// Every frame so far, in arrival order.
     pub fn frames(&self) -> Vec<Bytes> {
-        self.shared.frames.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .frames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// How many frames so far.
     pub fn count(&self) -> usize {
-        self.shared.frames.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.shared
+            .frames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.shared.connections.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until at least `n` frames arrived or `timeout` passed; returns the count.
@@ -179,7 +202,9 @@ impl Receiver {
             }
             // Notify can miss a wake-up between count() and the await: poll as a fallback.
             let step = tokio::time::Instant::now() + Duration::from_millis(50);
-            if tokio::time::timeout_at(step.min(deadline), arrived).await.is_err()
+            if tokio::time::timeout_at(step.min(deadline), arrived)
+                .await
+                .is_err()
                 && tokio::time::Instant::now() >= deadline
             {
                 return self.count();
@@ -197,15 +222,19 @@ pub fn loopback_tls() -> anyhow::Result<(String, Arc<tokio_rustls::rustls::Serve
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "plura-forwarder demo CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "plura-forwarder demo CA");
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
     let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
-    leaf.distinguished_name.push(DnType::CommonName, "demo syslog receiver");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "demo syslog receiver");
     let leaf_key = KeyPair::generate()?;
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(
+        leaf_key.serialize_der(),
+    ));
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let server = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -278,12 +307,28 @@ mod tests {
     #[test]
     fn splits_each_framing() {
         let mut b = BytesMut::from(&b"5 hello3 abc2 x"[..]);
-        assert_eq!(next_frame(&mut b, Split::OctetCounting).as_deref(), Some(&b"5 hello"[..]));
-        assert_eq!(next_frame(&mut b, Split::OctetCounting).as_deref(), Some(&b"3 abc"[..]));
-        assert_eq!(next_frame(&mut b, Split::OctetCounting), None, "incomplete frame waits");
+        assert_eq!(
+            next_frame(&mut b, Split::OctetCounting).as_deref(),
+            Some(&b"5 hello"[..])
+        );
+        assert_eq!(
+            next_frame(&mut b, Split::OctetCounting).as_deref(),
+            Some(&b"3 abc"[..])
+        );
+        assert_eq!(
+            next_frame(&mut b, Split::OctetCounting),
+            None,
+            "incomplete frame waits"
+        );
         let mut b = BytesMut::from(&b"a\nb\r\nc"[..]);
-        assert_eq!(next_frame(&mut b, Split::Byte(b'\n')).as_deref(), Some(&b"a\n"[..]));
-        assert_eq!(next_frame(&mut b, Split::CrLf).as_deref(), Some(&b"b\r\n"[..]));
+        assert_eq!(
+            next_frame(&mut b, Split::Byte(b'\n')).as_deref(),
+            Some(&b"a\n"[..])
+        );
+        assert_eq!(
+            next_frame(&mut b, Split::CrLf).as_deref(),
+            Some(&b"b\r\n"[..])
+        );
         assert_eq!(next_frame(&mut b, Split::CrLf), None);
     }
 }

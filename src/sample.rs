@@ -12,7 +12,12 @@ const SERVERS: [(&str, &str); 4] = [
     ("172.16.12.57", "CentOS7"),
     ("172.16.12.37", "IIS-01"),
 ];
-const ATTACKERS: [&str; 4] = ["172.16.20.192", "203.0.113.7", "198.51.100.23", "2001:db8::7"];
+const ATTACKERS: [&str; 4] = [
+    "172.16.20.192",
+    "203.0.113.7",
+    "198.51.100.23",
+    "2001:db8::7",
+];
 
 /// The group a sample event with this sequence number belongs to.
 pub fn group_of(seq: u64) -> &'static str {
@@ -34,7 +39,10 @@ pub fn event(log_type: LogType, category: Category, seq: u64, pad: usize) -> Val
     put("category", json!(category.name()));
     put("groupId", json!(group_of(seq)));
     put("eventId", json!(format!("e-{seq:08}")));
-    put("registerDate", json!(format!("2022-06-16T12:{minute:02}:{second:02}+09:00")));
+    put(
+        "registerDate",
+        json!(format!("2022-06-16T12:{minute:02}:{second:02}+09:00")),
+    );
     put("serviceName", json!(category.display_name(log_type)));
     put("eventName", json!(log_type.default_event_name()));
     match log_type {
@@ -49,7 +57,10 @@ pub fn event(log_type: LogType, category: Category, seq: u64, pad: usize) -> Val
             };
             put("userActionCategoryGroupName", json!(group));
             put("userActionCategoryName", json!(name));
-            put("userName", json!(["MIKE", "HARRY", "ETHAN"][(seq % 3) as usize]));
+            put(
+                "userName",
+                json!(["MIKE", "HARRY", "ETHAN"][(seq % 3) as usize]),
+            );
             put("detectDescription", json!(name));
         }
         _ => {
@@ -59,7 +70,9 @@ pub fn event(log_type: LogType, category: Category, seq: u64, pad: usize) -> Val
             put("filterId", json!(format!("F-{:04}", 1000 + seq % 50)));
             put("filterRiskLevel", json!((seq % 11) as i64));
             let (cat, name) = match category {
-                Category::Web | Category::Waf | Category::DataLeak => ("SQL 인젝션", "컬럼 데이터 탈취"),
+                Category::Web | Category::Waf | Category::DataLeak => {
+                    ("SQL 인젝션", "컬럼 데이터 탈취")
+                }
                 Category::AccountTakeover => ("계정 탈취", "무차별 대입 로그인"),
                 Category::MitreAttack => ("마이터 어택", "SSH"),
                 Category::Correlation => ("상관분석", "Mike-생성삭제"),
@@ -74,19 +87,36 @@ pub fn event(log_type: LogType, category: Category, seq: u64, pad: usize) -> Val
                     put("detectDescription", json!("/wordpress/index.php"));
                     put("logUri", json!("/wordpress/index.php"));
                     put("logQuery", json!(format!("id=1%20AND%20{seq}={seq}")));
-                    put("logMethod", json!(if seq % 2 == 0 { "GET" } else { "POST" }));
+                    put(
+                        "logMethod",
+                        json!(if seq % 2 == 0 { "GET" } else { "POST" }),
+                    );
                     put("logHost", json!(server_ip));
                     put("logStatus", json!("200"));
-                    put("logUserAgent", json!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/102.0.0.0"));
-                    put("logBlocked", json!(if log_type == LogType::Defense { "1" } else { "0" }));
+                    put(
+                        "logUserAgent",
+                        json!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/102.0.0.0"),
+                    );
+                    put(
+                        "logBlocked",
+                        json!(if log_type == LogType::Defense {
+                            "1"
+                        } else {
+                            "0"
+                        }),
+                    );
                     put("logRequestContentLength", json!("0"));
-                    put("logResponseContentLength", json!(format!("{}", 75 + seq % 1000)));
+                    put(
+                        "logResponseContentLength",
+                        json!(format!("{}", 75 + seq % 1000)),
+                    );
                 }
                 Category::AccountTakeover => put("detectPath", json!("/wp-login.php")),
                 Category::Correlation => put("detectRatio", json!(50 + seq % 50)),
-                Category::Application => {
-                    put("logConfigPath", json!("/var/log/plura/ceelog-127.0.0.1.log"))
-                }
+                Category::Application => put(
+                    "logConfigPath",
+                    json!("/var/log/plura/ceelog-127.0.0.1.log"),
+                ),
                 Category::MitreAttack => {
                     put("mitreTechniqueId", json!("T1021"));
                     put("mitreTechniqueSubId", json!("004"));

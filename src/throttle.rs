@@ -15,7 +15,10 @@ pub struct Throttle {
 impl Throttle {
     /// A throttle letting one line per key through every `every`.
     pub fn new(every: Duration) -> Self {
-        Throttle { every, last: Mutex::new(HashMap::new()) }
+        Throttle {
+            every,
+            last: Mutex::new(HashMap::new()),
+        }
     }
 
     /// `Some(suppressed)` when a line for `key` may be logged now, with the number of lines

@@ -7,7 +7,10 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_plura-forwarder");
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/spec/format-vectors.jsonl");
+const VECTORS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/spec/format-vectors.jsonl"
+);
 
 fn run(args: &[String], stdin: &[u8]) -> Output {
     let mut child = Command::new(BIN)
@@ -60,13 +63,31 @@ fn render_reproduces_every_conformance_vector() {
         let out = run(&args, input.as_bytes());
         let stderr = String::from_utf8_lossy(&out.stderr);
         if let Some(err) = v.get("expected_error").and_then(Value::as_str) {
-            assert_eq!(out.status.code(), Some(2), "{id}: a refused setting exits 2");
-            assert!(stderr.contains(err), "{id}: stderr {stderr:?} lacks {err:?}");
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{id}: a refused setting exits 2"
+            );
+            assert!(
+                stderr.contains(err),
+                "{id}: stderr {stderr:?} lacks {err:?}"
+            );
         } else if v.get("expected_outcome").and_then(Value::as_str) == Some("dropped") {
-            assert_eq!(out.status.code(), Some(1), "{id}: a dropped message is a failed line");
-            assert!(out.stdout.is_empty(), "{id}: nothing is written for a dropped message");
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{id}: a dropped message is a failed line"
+            );
+            assert!(
+                out.stdout.is_empty(),
+                "{id}: nothing is written for a dropped message"
+            );
         } else {
-            assert!(out.status.success(), "{id}: exit {:?}, stderr {stderr}", out.status);
+            assert!(
+                out.status.success(),
+                "{id}: exit {:?}, stderr {stderr}",
+                out.status
+            );
             let want = v["expected_hex"].as_str().unwrap();
             assert_eq!(
                 hex(&out.stdout),
@@ -85,16 +106,33 @@ fn render_reproduces_every_conformance_vector() {
 fn render_reports_bad_lines_by_number_and_goes_on() {
     let good = r#"{"logType":"detect","category":"web","serviceName":"웹"}"#;
     let input = format!("{good}\n{{broken\n\n{good}\n");
-    let args: Vec<String> = ["render", "--format", "rfc3164", "--protocol", "udp", "--now", "2022-06-16T12:44:15+09:00", "--tz", "+09:00"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let args: Vec<String> = [
+        "render",
+        "--format",
+        "rfc3164",
+        "--protocol",
+        "udp",
+        "--now",
+        "2022-06-16T12:44:15+09:00",
+        "--tz",
+        "+09:00",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     let out = run(&args, input.as_bytes());
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("line 2:") && stderr.contains("not_json"), "{stderr}");
+    assert!(
+        stderr.contains("line 2:") && stderr.contains("not_json"),
+        "{stderr}"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.matches("Jun 16 12:44:15").count(), 2, "both good lines rendered: {stdout}");
+    assert_eq!(
+        stdout.matches("Jun 16 12:44:15").count(),
+        2,
+        "both good lines rendered: {stdout}"
+    );
 }
 
 #[test]
@@ -108,9 +146,16 @@ fn render_refuses_an_unknown_flag_and_a_bad_value() {
 
 #[test]
 fn check_accepts_the_example_config() {
-    let out = run(&["check".into(), "-c".into(), "config/forwarder.toml".into()], b"");
+    let out = run(
+        &["check".into(), "-c".into(), "config/forwarder.toml".into()],
+        b"",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("soc-siem"), "{stdout}");
 }
 
@@ -123,9 +168,18 @@ fn check_names_table_key_and_reason_and_exits_2() {
         "[[syslog]]\nname = \"soc-b\"\naddress = \"10.0.0.5\"\n\n[[syslog]]\nname = \"x\"\naddress = \"127.0.0.1:514\"\nfacility = 24\n",
     )
     .unwrap();
-    let out = run(&["check".into(), "-c".into(), path.display().to_string()], b"");
+    let out = run(
+        &["check".into(), "-c".into(), path.display().to_string()],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(r#"syslog[0] "soc-b": address "10.0.0.5": missing port"#), "{stderr}");
-    assert!(stderr.contains(r#"syslog[1] "x""#) && stderr.contains("facility"), "all errors at once: {stderr}");
+    assert!(
+        stderr.contains(r#"syslog[0] "soc-b": address "10.0.0.5": missing port"#),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(r#"syslog[1] "x""#) && stderr.contains("facility"),
+        "all errors at once: {stderr}"
+    );
 }

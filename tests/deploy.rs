@@ -38,7 +38,9 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     let mut rest = text;
     while let Some(i) = rest.find("plura_forwarder_") {
         let tail = &rest[i..];
-        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
         let mut name = &tail[..end];
         for suffix in ["_bucket", "_sum", "_count"] {
             if let Some(base) = name.strip_suffix(suffix) {
@@ -56,25 +58,44 @@ fn every_metric_in_alerts_and_dashboard_exists_in_the_code() {
     let known: BTreeSet<&str> = metrics::ALL.iter().copied().collect();
     let mut used = BTreeSet::new();
     for f in deploy_files() {
-        if matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "json")) {
+        if matches!(
+            f.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "json")
+        ) {
             let text = std::fs::read_to_string(&f).unwrap();
             for name in metric_names(&text) {
-                assert!(known.contains(name.as_str()), "{}: unknown metric {name}", f.display());
+                assert!(
+                    known.contains(name.as_str()),
+                    "{}: unknown metric {name}",
+                    f.display()
+                );
                 used.insert(name);
             }
         }
     }
-    for must in ["destination_up", "events_parked_total", "dead_letter_total", "consumer_lag", "tickets_total"] {
-        assert!(used.contains(&format!("plura_forwarder_{must}")), "no alert or panel uses {must}");
+    for must in [
+        "destination_up",
+        "events_parked_total",
+        "dead_letter_total",
+        "consumer_lag",
+        "tickets_total",
+    ] {
+        assert!(
+            used.contains(&format!("plura_forwarder_{must}")),
+            "no alert or panel uses {must}"
+        );
     }
 }
 
 #[test]
 fn the_shipped_kubernetes_config_loads_and_the_grace_periods_agree() {
-    let toml = std::fs::read_to_string(Path::new(ROOT).join("deploy/kustomize/base/forwarder.toml")).unwrap();
+    let toml =
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/kustomize/base/forwarder.toml"))
+            .unwrap();
     let cfg = plura_forwarder::config::from_toml_str(&toml).expect("deploy config is valid");
     let deployment =
-        std::fs::read_to_string(Path::new(ROOT).join("deploy/kustomize/base/deployment.yaml")).unwrap();
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/kustomize/base/deployment.yaml"))
+            .unwrap();
     let grace: u64 = deployment
         .lines()
         .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
@@ -85,7 +106,10 @@ fn the_shipped_kubernetes_config_loads_and_the_grace_periods_agree() {
         "terminationGracePeriodSeconds {grace} must exceed shutdown_grace_s {}",
         cfg.forwarder.shutdown_grace_s
     );
-    assert!(cfg.admin.listen.starts_with("0.0.0.0:"), "the pod's admin port must be reachable");
+    assert!(
+        cfg.admin.listen.starts_with("0.0.0.0:"),
+        "the pod's admin port must be reachable"
+    );
 }
 
 #[test]
@@ -100,18 +124,42 @@ fn overlays_render_and_validate_against_the_kubernetes_schemas() {
     }
     let dir = tempfile::tempdir().unwrap();
     for (overlay, kinds) in [
-        ("production", &["Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "ScaledObject", "ConfigMap"][..]),
-        ("hpa", &["Deployment", "HorizontalPodAutoscaler", "PrometheusRule"][..]),
+        (
+            "production",
+            &[
+                "Deployment",
+                "Service",
+                "PodDisruptionBudget",
+                "ServiceMonitor",
+                "PrometheusRule",
+                "ScaledObject",
+                "ConfigMap",
+            ][..],
+        ),
+        (
+            "hpa",
+            &["Deployment", "HorizontalPodAutoscaler", "PrometheusRule"][..],
+        ),
         ("dev", &["Deployment", "Service"][..]),
     ] {
         let out = Command::new("kubectl")
-            .args(["kustomize", &format!("{ROOT}/deploy/kustomize/overlays/{overlay}")])
+            .args([
+                "kustomize",
+                &format!("{ROOT}/deploy/kustomize/overlays/{overlay}"),
+            ])
             .output()
             .expect("kubectl kustomize");
-        assert!(out.status.success(), "{overlay}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{overlay}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         for kind in kinds {
-            assert!(text.contains(&format!("\nkind: {kind}\n")), "{overlay}: no {kind}");
+            assert!(
+                text.contains(&format!("\nkind: {kind}\n")),
+                "{overlay}: no {kind}"
+            );
         }
         if validate {
             let file = dir.path().join(format!("{overlay}.yaml"));
@@ -121,8 +169,12 @@ fn overlays_render_and_validate_against_the_kubernetes_schemas() {
                 .arg(&file)
                 .output()
                 .expect("kubernetes-validate");
-            let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success() && !report.contains("ERROR"), "{overlay}:\n{report}");
+            let report = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && !report.contains("ERROR"),
+                "{overlay}:\n{report}"
+            );
         }
     }
 }
@@ -130,9 +182,14 @@ fn overlays_render_and_validate_against_the_kubernetes_schemas() {
 /// The PrometheusRule's `spec` is a plain Prometheus rule file.
 fn rule_file() -> String {
     let text =
-        std::fs::read_to_string(Path::new(ROOT).join("deploy/kustomize/base/prometheusrule.yaml")).unwrap();
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/kustomize/base/prometheusrule.yaml"))
+            .unwrap();
     let spec = text.split_once("\nspec:\n").expect("spec").1;
-    spec.lines().map(|l| l.strip_prefix("  ").unwrap_or(l)).collect::<Vec<_>>().join("\n") + "\n"
+    spec.lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 #[test]
@@ -143,8 +200,18 @@ fn alert_rules_parse_and_fire() {
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yaml"), rule_file()).unwrap();
-    let out = Command::new("promtool").arg("check").arg("rules").arg(dir.path().join("rules.yaml")).output().unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(dir.path().join("rules.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A destination down for 6 minutes fires; one that is up does not.
     let test = r#"
 rule_files: [rules.yaml]
@@ -180,17 +247,28 @@ tests:
         .args(["test", "rules", "test.yaml"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn the_dashboard_is_valid_json_with_prometheus_targets() {
-    let text = std::fs::read_to_string(Path::new(ROOT).join("deploy/grafana/plura-forwarder.json")).unwrap();
+    let text = std::fs::read_to_string(Path::new(ROOT).join("deploy/grafana/plura-forwarder.json"))
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
     let panels = v["panels"].as_array().expect("panels");
     assert!(panels.len() >= 10);
     for p in panels {
         let targets = p["targets"].as_array().expect("targets");
-        assert!(!targets.is_empty() && targets.iter().all(|t| t["expr"].as_str().is_some_and(|e| e.contains("plura_forwarder_"))));
+        assert!(
+            !targets.is_empty()
+                && targets.iter().all(|t| t["expr"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("plura_forwarder_")))
+        );
     }
 }

@@ -31,12 +31,19 @@ fn start_kafka() -> EmbeddedKafka {
 /// The send time written in a frame's header, in µs (tz = "Z" in every test destination).
 fn header_time_us(frame: &[u8], format: Format) -> i64 {
     let text = String::from_utf8_lossy(frame);
-    let at = text.find('<').expect("PRI") ;
+    let at = text.find('<').expect("PRI");
     let after_pri = &text[at + text[at..].find('>').expect("PRI end") + 1..];
     match format {
         Format::Rfc5424 | Format::Rfc5425 => {
-            let stamp = after_pri.strip_prefix("1 ").expect("VERSION").split(' ').next().unwrap();
-            chrono::DateTime::parse_from_rfc3339(stamp).expect("RFC 3339 stamp").timestamp_micros()
+            let stamp = after_pri
+                .strip_prefix("1 ")
+                .expect("VERSION")
+                .split(' ')
+                .next()
+                .unwrap();
+            chrono::DateTime::parse_from_rfc3339(stamp)
+                .expect("RFC 3339 stamp")
+                .timestamp_micros()
         }
         Format::Rfc3164 | Format::Cef => {
             let stamp = &after_pri[..15];
@@ -124,7 +131,10 @@ fn wanted(dest: &str, ev: &Value) -> bool {
                 }
         }
         "rep-udp-3164-servers" => {
-            matches!(ev["serverIp"].as_str(), Some("172.16.12.40" | "172.16.12.41"))
+            matches!(
+                ev["serverIp"].as_str(),
+                Some("172.16.12.40" | "172.16.12.41")
+            )
         }
         other => panic!("unknown destination {other}"),
     }
@@ -135,9 +145,15 @@ async fn every_event_reaches_exactly_the_destinations_that_want_it_byte_equal() 
     let kafka = start_kafka();
     let brokers = kafka.bootstrap_servers();
     let receivers = [
-        ("rep-tcp-5424", Receiver::tcp(Split::OctetCounting).await.unwrap()),
+        (
+            "rep-tcp-5424",
+            Receiver::tcp(Split::OctetCounting).await.unwrap(),
+        ),
         ("acme-udp-cef", Receiver::udp().await.unwrap()),
-        ("globex-tcp-3164-lf", Receiver::tcp(Split::Byte(b'\n')).await.unwrap()),
+        (
+            "globex-tcp-3164-lf",
+            Receiver::tcp(Split::Byte(b'\n')).await.unwrap(),
+        ),
         ("rep-udp-3164-servers", Receiver::udp().await.unwrap()),
     ];
     let toml = base_toml(&brokers, "e2e")
@@ -155,10 +171,19 @@ async fn every_event_reaches_exactly_the_destinations_that_want_it_byte_equal() 
     let by_seq: BTreeMap<u64, &Value> = events.iter().map(|(s, e)| (*s, e)).collect();
     let want: Vec<BTreeSet<u64>> = receivers
         .iter()
-        .map(|(name, _)| by_seq.iter().filter(|(_, e)| wanted(name, e)).map(|(s, _)| *s).collect())
+        .map(|(name, _)| {
+            by_seq
+                .iter()
+                .filter(|(_, e)| wanted(name, e))
+                .map(|(s, _)| *s)
+                .collect()
+        })
         .collect();
     for ((name, _), w) in receivers.iter().zip(&want) {
-        assert!(!w.is_empty(), "{name} must get something for the test to mean anything");
+        assert!(
+            !w.is_empty(),
+            "{name} must get something for the test to mean anything"
+        );
     }
 
     run_until(cfg.clone(), async {
@@ -177,7 +202,8 @@ async fn every_event_reaches_exactly_the_destinations_that_want_it_byte_equal() 
         let frames = r.frames();
         let mut got = BTreeMap::new();
         for f in &frames {
-            let seq = seq_of(f).unwrap_or_else(|| panic!("{name}: frame without a sample id: {f:?}"));
+            let seq =
+                seq_of(f).unwrap_or_else(|| panic!("{name}: frame without a sample id: {f:?}"));
             *got.entry(seq).or_insert(0) += 1;
             let expected = expected_frame(&renderer, by_seq[&seq], f);
             assert_eq!(
@@ -187,12 +213,22 @@ async fn every_event_reaches_exactly_the_destinations_that_want_it_byte_equal() 
             );
         }
         let dups: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(dups.is_empty(), "{name}: events delivered more than once: {dups:?}");
+        assert!(
+            dups.is_empty(),
+            "{name}: events delivered more than once: {dups:?}"
+        );
         let got: BTreeSet<u64> = got.into_keys().collect();
         let missing: Vec<_> = w.difference(&got).collect();
         let extra: Vec<_> = got.difference(w).collect();
-        assert!(missing.is_empty(), "{name}: missing {} events: {missing:?}", missing.len());
-        assert!(extra.is_empty(), "{name}: got events it should not: {extra:?}");
+        assert!(
+            missing.is_empty(),
+            "{name}: missing {} events: {missing:?}",
+            missing.len()
+        );
+        assert!(
+            extra.is_empty(),
+            "{name}: got events it should not: {extra:?}"
+        );
     }
 }
 
@@ -215,7 +251,9 @@ async fn a_restart_resumes_at_the_committed_offset_and_loses_nothing() {
         .await
         .unwrap();
     let base = base_toml(&brokers, "restart");
-    let cfg = config(&(base.replace("shutdown_grace_s = 5", "shutdown_grace_s = 1") + &dest(first.addr())));
+    let cfg = config(
+        &(base.replace("shutdown_grace_s = 5", "shutdown_grace_s = 1") + &dest(first.addr())),
+    );
     run_until(cfg, async {
         first.wait_for(100, Duration::from_secs(60)).await;
     })
@@ -232,7 +270,10 @@ async fn a_restart_resumes_at_the_committed_offset_and_loses_nothing() {
     let done: i64 = committed.values().map(|o| o.unwrap_or(0)).sum();
     let got_first: BTreeSet<u64> = first.frames().iter().filter_map(|f| seq_of(f)).collect();
     assert!(done > 0, "the first run committed nothing");
-    assert!((done as u64) < total, "the first run was meant to stop part-way");
+    assert!(
+        (done as u64) < total,
+        "the first run was meant to stop part-way"
+    );
     assert!(
         got_first.len() as i64 >= done,
         "committed {done} events but the receiver got only {}",
@@ -244,7 +285,9 @@ async fn a_restart_resumes_at_the_committed_offset_and_loses_nothing() {
     let cfg = config(&(base_toml(&brokers, "restart") + &dest(second.addr())));
     let rest = total - done as u64;
     run_until(cfg, async {
-        second.wait_for(rest as usize, Duration::from_secs(60)).await;
+        second
+            .wait_for(rest as usize, Duration::from_secs(60))
+            .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     })
     .await;
@@ -275,7 +318,10 @@ async fn invalid_events_are_dead_lettered_and_the_pipeline_goes_on() {
             "[[syslog]]\nname = \"siem\"\nprotocol = \"tcp\"\ninclude_raw_log = true\naddress = \"{}\"\n",
             recv.addr()
         );
-    let toml = toml.replace("[kafka.properties]", "max_event_bytes = 4096\n[kafka.properties]");
+    let toml = toml.replace(
+        "[kafka.properties]",
+        "max_event_bytes = 4096\n[kafka.properties]",
+    );
     let cfg = config(&toml);
     let valid = samples(0..2);
     let v0 = serde_json::to_vec(&valid[0].1).unwrap();
@@ -286,8 +332,14 @@ async fn invalid_events_are_dead_lettered_and_the_pipeline_goes_on() {
     );
     let broken: Vec<(&[u8], &str)> = vec![
         (b"{not json", "not_json"),
-        (br#"{"logType":"detect","category":"web","filterRiskLevel":{"a":1}}"#, "wrong_type"),
-        (br#"{"logType":"detect","category":"teleport"}"#, "unknown_category"),
+        (
+            br#"{"logType":"detect","category":"web","filterRiskLevel":{"a":1}}"#,
+            "wrong_type",
+        ),
+        (
+            br#"{"logType":"detect","category":"teleport"}"#,
+            "unknown_category",
+        ),
         (b"[1,2]", "not_object"),
         (br#"{"category":"web"}"#, "missing_log_type"),
         (too_large.as_bytes(), "too_large"),
@@ -304,7 +356,11 @@ async fn invalid_events_are_dead_lettered_and_the_pipeline_goes_on() {
     })
     .await;
     let seqs: BTreeSet<u64> = recv.frames().iter().filter_map(|f| seq_of(f)).collect();
-    assert_eq!(seqs, BTreeSet::from([0, 1]), "valid events around the broken ones arrive");
+    assert_eq!(
+        seqs,
+        BTreeSet::from([0, 1]),
+        "valid events around the broken ones arrive"
+    );
 
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -322,16 +378,29 @@ async fn invalid_events_are_dead_lettered_and_the_pipeline_goes_on() {
         let headers = msg.headers().expect("headers");
         let mut h = BTreeMap::new();
         for hd in headers.iter() {
-            h.insert(hd.key.to_owned(), String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned());
+            h.insert(
+                hd.key.to_owned(),
+                String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+            );
         }
         assert_eq!(h["source_topic"], "plura.detect");
         let offset: i64 = h["source_offset"].parse().unwrap();
         assert!(h["source_partition"].parse::<i32>().is_ok());
-        letters.insert(offset, (h["reason"].clone(), msg.payload().unwrap_or_default().to_vec()));
+        letters.insert(
+            offset,
+            (
+                h["reason"].clone(),
+                msg.payload().unwrap_or_default().to_vec(),
+            ),
+        );
     }
     for (offset, (reason, payload)) in &letters {
         let (want_payload, want_reason) = broken[(*offset - 1) as usize];
         assert_eq!(reason, want_reason, "offset {offset}");
-        assert_eq!(payload.as_slice(), want_payload, "the dead letter keeps the original bytes");
+        assert_eq!(
+            payload.as_slice(),
+            want_payload,
+            "the dead letter keeps the original bytes"
+        );
     }
 }

@@ -9,18 +9,29 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_plura-forwarder");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A bare HTTP/1.1 GET; returns (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let status = resp.split(' ').nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -77,13 +88,22 @@ fn run_serves_admin_endpoints_and_stops_cleanly_on_sigterm() {
         if ready.as_ref().is_some_and(|r| r.0 == 200) {
             break;
         }
-        assert!(ready.as_ref().is_some_and(|r| r.0 == 503 && r.1.contains("\"error\"")));
+        assert!(ready
+            .as_ref()
+            .is_some_and(|r| r.0 == 503 && r.1.contains("\"error\"")));
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(ready.map(|r| r.0), Some(200), "/readyz turns 200 after joining");
+    assert_eq!(
+        ready.map(|r| r.0),
+        Some(200),
+        "/readyz turns 200 after joining"
+    );
     let (status, metrics) = get(admin, "/metrics").expect("/metrics");
     assert_eq!(status, 200);
-    assert!(metrics.contains("plura_forwarder_events_routed_total{destination=\"siem\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("plura_forwarder_events_routed_total{destination=\"siem\"} 0"),
+        "{metrics}"
+    );
     assert_eq!(get(admin, "/nope").map(|r| r.0), Some(404));
 
     // SIGTERM: drain, commit, exit 0, in bounded time.
@@ -100,7 +120,12 @@ fn run_serves_admin_endpoints_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "exit {status:?}\n{stderr}");
     assert!(stderr.contains("Stopped."), "{stderr}");
 }

@@ -17,12 +17,23 @@ use ticket_mock::{secret_file, Mock, Reply};
 fn http(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut r = String::new();
     s.read_to_string(&mut r).unwrap();
     let status = r.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    (
+        status,
+        r.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,15 +44,20 @@ async fn matching_events_open_one_ticket_each_and_the_history_is_served() {
     let brokers = kafka.bootstrap_servers();
     let mock = Mock::start(Reply::json(201, json!({"issue": {"id": 77}}))).await;
     let (_dir, key) = secret_file("redmine-key");
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let token = "t0ken-for-the-test";
     // SAFETY: set before any thread of this test reads the environment.
     std::env::set_var("PLURA_TEST_TICKETS_TOKEN", token);
     let syslog = plura_forwarder::receiver::Receiver::udp().await.unwrap();
-    let toml = base_toml(&brokers, "tickets")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{admin}\"\ntoken_env = \"PLURA_TEST_TICKETS_TOKEN\""))
-        + &format!(
-            r#"
+    let toml = base_toml(&brokers, "tickets").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{admin}\"\ntoken_env = \"PLURA_TEST_TICKETS_TOKEN\""),
+    ) + &format!(
+        r#"
 [compliance]
 mapping_file = "{root}/config/compliance.toml"
 mode = "all"
@@ -68,22 +84,31 @@ defense = "none"
 usage = "none"
 min_risk = 7
 "#,
-            root = env!("CARGO_MANIFEST_DIR"),
-            syslog = syslog.addr(),
-            url = mock.base(),
-            key = key.display()
-        );
+        root = env!("CARGO_MANIFEST_DIR"),
+        syslog = syslog.addr(),
+        url = mock.base(),
+        key = key.display()
+    );
     let cfg = config(&toml);
     let events = samples(0..240);
     let want: Vec<String> = events
         .iter()
-        .filter(|(_, e)| e["logType"] == "detect" && e["category"] == "web" && e["filterRiskLevel"].as_i64().unwrap_or(0) >= 7)
+        .filter(|(_, e)| {
+            e["logType"] == "detect"
+                && e["category"] == "web"
+                && e["filterRiskLevel"].as_i64().unwrap_or(0) >= 7
+        })
         .map(|(_, e)| e["eventId"].as_str().unwrap().to_owned())
         .collect();
     assert!(!want.is_empty());
     produce(&brokers, &events).await;
 
-    let posts = |m: &Mock| m.requests().into_iter().filter(|r| r.method == "POST" && r.path.ends_with("/issues.json")).collect::<Vec<_>>();
+    let posts = |m: &Mock| {
+        m.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/issues.json"))
+            .collect::<Vec<_>>()
+    };
     let stop = tokio_util::sync::CancellationToken::new();
     let serve = plura_forwarder::app::serve(cfg, stop.clone());
     let check = async {
@@ -93,8 +118,14 @@ min_risk = 7
         }
         syslog.wait_for(events.len(), Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let unauthorised = tokio::task::spawn_blocking(move || http(admin, "/api/tickets", None)).await.unwrap();
-        let history = tokio::task::spawn_blocking(move || http(admin, "/api/tickets?limit=1000", Some(token))).await.unwrap();
+        let unauthorised = tokio::task::spawn_blocking(move || http(admin, "/api/tickets", None))
+            .await
+            .unwrap();
+        let history = tokio::task::spawn_blocking(move || {
+            http(admin, "/api/tickets?limit=1000", Some(token))
+        })
+        .await
+        .unwrap();
         stop.cancel();
         (unauthorised, history)
     };
@@ -102,20 +133,43 @@ min_risk = 7
     result.expect("service");
 
     let posted = posts(&mock);
-    assert_eq!(posted.len(), want.len(), "one ticket per matching event, none for the others");
+    assert_eq!(
+        posted.len(),
+        want.len(),
+        "one ticket per matching event, none for the others"
+    );
     for p in &posted {
         assert_eq!(p.header("x-redmine-api-key"), Some("redmine-key"));
         let body = p.json();
         assert_eq!(body["issue"]["project_id"], "secops");
-        assert!(body["issue"]["description"].as_str().unwrap().contains("pci_dss_3_2_1"), "compliance controls listed");
+        assert!(
+            body["issue"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("pci_dss_3_2_1"),
+            "compliance controls listed"
+        );
     }
     assert_eq!(unauthorised.0, 401);
     assert_eq!(history.0, 200, "{}", history.1);
     let h: Value = serde_json::from_str(&history.1).unwrap();
-    let mut ids: Vec<String> = h["tickets"].as_array().unwrap().iter().map(|r| r["event_id"].as_str().unwrap_or_default().to_owned()).collect();
+    let mut ids: Vec<String> = h["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
     ids.sort();
     let mut want = want;
     want.sort();
-    assert_eq!(ids, want, "the history has one record per ticket: {}", history.1);
-    assert_eq!(syslog.count(), events.len(), "ticketing does not take events away from syslog");
+    assert_eq!(
+        ids, want,
+        "the history has one record per ticket: {}",
+        history.1
+    );
+    assert_eq!(
+        syslog.count(),
+        events.len(),
+        "ticketing does not take events away from syslog"
+    );
 }

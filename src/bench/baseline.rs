@@ -17,7 +17,13 @@ pub const HEADER: &[u8; 65] = b"<133>1 2022-06-16T12:44:15.123456+09:00 host.exa
 ///
 /// # Errors
 /// When the consumer or the socket cannot be created.
-pub fn run(brokers: &str, group: &str, topic: &str, target: SocketAddr, udp: bool) -> anyhow::Result<()> {
+pub fn run(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    target: SocketAddr,
+    udp: bool,
+) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)

@@ -29,8 +29,10 @@ pub struct Scenario {
     receivers: &'static [Transport],
 }
 
-const TCP_5424: &str = "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{addr0}\"\n";
-const TCP_CEF: &str = "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"cef\"\naddress = \"{addr0}\"\n";
+const TCP_5424: &str =
+    "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{addr0}\"\n";
+const TCP_CEF: &str =
+    "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"cef\"\naddress = \"{addr0}\"\n";
 const UDP_5424: &str = "[[syslog]]\nname = \"d0\"\nprotocol = \"udp\"\nformat = \"rfc5424\"\nmax_message_bytes = 8192\naddress = \"{addr0}\"\n";
 const FANOUT_4: &str = "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{addr0}\"\n\
 [[syslog]]\nname = \"d1\"\nprotocol = \"tcp\"\nformat = \"rfc3164\"\naddress = \"{addr1}\"\n\
@@ -42,12 +44,36 @@ impl Scenario {
     pub fn all() -> Vec<Scenario> {
         use Transport::{Tcp, Udp};
         vec![
-            Scenario { name: "baseline-tcp", kind: Kind::Baseline(Tcp), receivers: &[Tcp] },
-            Scenario { name: "product-tcp-rfc5424", kind: Kind::Product(TCP_5424), receivers: &[Tcp] },
-            Scenario { name: "product-tcp-cef", kind: Kind::Product(TCP_CEF), receivers: &[Tcp] },
-            Scenario { name: "product-fanout-4", kind: Kind::Product(FANOUT_4), receivers: &[Tcp, Tcp, Tcp, Tcp] },
-            Scenario { name: "baseline-udp", kind: Kind::Baseline(Udp), receivers: &[Udp] },
-            Scenario { name: "product-udp-rfc5424", kind: Kind::Product(UDP_5424), receivers: &[Udp] },
+            Scenario {
+                name: "baseline-tcp",
+                kind: Kind::Baseline(Tcp),
+                receivers: &[Tcp],
+            },
+            Scenario {
+                name: "product-tcp-rfc5424",
+                kind: Kind::Product(TCP_5424),
+                receivers: &[Tcp],
+            },
+            Scenario {
+                name: "product-tcp-cef",
+                kind: Kind::Product(TCP_CEF),
+                receivers: &[Tcp],
+            },
+            Scenario {
+                name: "product-fanout-4",
+                kind: Kind::Product(FANOUT_4),
+                receivers: &[Tcp, Tcp, Tcp, Tcp],
+            },
+            Scenario {
+                name: "baseline-udp",
+                kind: Kind::Baseline(Udp),
+                receivers: &[Udp],
+            },
+            Scenario {
+                name: "product-udp-rfc5424",
+                kind: Kind::Product(UDP_5424),
+                receivers: &[Udp],
+            },
         ]
     }
 }
@@ -79,7 +105,13 @@ impl Sample {
 ///
 /// # Errors
 /// When a receiver or the child cannot start, or nothing arrives within two minutes.
-pub async fn one(s: &Scenario, brokers: &str, topic: &str, group: &str, n: u64) -> anyhow::Result<Sample> {
+pub async fn one(
+    s: &Scenario,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    n: u64,
+) -> anyhow::Result<Sample> {
     let mut receivers = Vec::new();
     for t in s.receivers {
         receivers.push(match t {
@@ -143,12 +175,19 @@ fn spawn(
 ) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).env("RUST_LOG", "error");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env("RUST_LOG", "error");
     match s.kind {
         Kind::Baseline(t) => {
             let t = if t == Transport::Udp { "udp" } else { "tcp" };
             let addr = receivers[0].addr();
-            cmd.args(["bench", "--baseline-worker", &format!("{brokers},{group},{topic},{addr},{t}")]);
+            cmd.args([
+                "bench",
+                "--baseline-worker",
+                &format!("{brokers},{group},{topic},{addr},{t}"),
+            ]);
         }
         Kind::Product(dests) => {
             let mut dests = dests.to_owned();
@@ -184,19 +223,29 @@ fn stop(child: &mut Child) {
 }
 
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("plura-bench-{}-{}", std::process::id(), crate::pipeline::now_us()));
+    let dir = std::env::temp_dir().join(format!(
+        "plura-bench-{}-{}",
+        std::process::id(),
+        crate::pipeline::now_us()
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// utime + stime of a process, in clock ticks (0 when unreadable).
 fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
-    let Some((_, rest)) = stat.rsplit_once(") ") else { return 0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
     let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     get(11) + get(12)
@@ -205,7 +254,11 @@ fn cpu_ticks(pid: u32) -> u64 {
 fn clock_ticks_per_s() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {

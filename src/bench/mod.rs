@@ -120,15 +120,21 @@ async fn produce(brokers: &str, n: u64) -> anyhow::Result<u64> {
         // Keyed by event, not by group, so that the events spread over every partition.
         let key = seq.to_le_bytes();
         let rec = FutureRecord::to(TOPIC).payload(&payload).key(&key[..]);
-        pending.push(producer.send_result(rec).map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?);
+        pending.push(
+            producer
+                .send_result(rec)
+                .map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?,
+        );
         if pending.len() >= 10_000 {
             for f in pending.drain(..) {
-                f.await?.map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
+                f.await?
+                    .map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
             }
         }
     }
     for f in pending {
-        f.await?.map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
+        f.await?
+            .map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
     }
     Ok(bytes)
 }
@@ -136,11 +142,16 @@ async fn produce(brokers: &str, n: u64) -> anyhow::Result<u64> {
 /// The mock cluster silently drops data beyond 5 MiB per partition: refuse to report figures
 /// measured on a topic that lost events.
 fn check_retained(brokers: &str, partitions: i32, n: u64) -> anyhow::Result<()> {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
     let mut total = 0;
     for p in 0..partitions {
         let (low, high) = c.fetch_watermarks(TOPIC, p, Duration::from_secs(5))?;
-        anyhow::ensure!(low == 0, "partition {p} lost data (low watermark {low}): use more partitions or fewer events");
+        anyhow::ensure!(
+            low == 0,
+            "partition {p} lost data (low watermark {low}): use more partitions or fewer events"
+        );
         total += high;
     }
     anyhow::ensure!(total as u64 == n, "the topic holds {total} events, not {n}");
@@ -183,10 +194,26 @@ fn print_table(results: &[(&'static str, Vec<Sample>)], bytes: u64, n: u64) {
             println!("{what:<44} {:>6.2}", x / y);
         }
     };
-    ratio("product-tcp-rfc5424", "baseline-tcp", "TCP RFC 5424 / minimal forwarder (≥ 0.8)");
-    ratio("product-tcp-cef", "baseline-tcp", "TCP CEF / minimal forwarder (≥ 0.8)");
-    ratio("product-udp-rfc5424", "baseline-udp", "UDP RFC 5424 / minimal forwarder (≥ 0.9)");
+    ratio(
+        "product-tcp-rfc5424",
+        "baseline-tcp",
+        "TCP RFC 5424 / minimal forwarder (≥ 0.8)",
+    );
+    ratio(
+        "product-tcp-cef",
+        "baseline-tcp",
+        "TCP CEF / minimal forwarder (≥ 0.8)",
+    );
+    ratio(
+        "product-udp-rfc5424",
+        "baseline-udp",
+        "UDP RFC 5424 / minimal forwarder (≥ 0.9)",
+    );
     if let (Some(one), Some(four)) = (rate("product-tcp-rfc5424"), rate("product-fanout-4")) {
-        println!("{:<44} {:>6.2}", "fan-out cost: 1 dest rate / 4-dest rate (≤ 2)", one / four);
+        println!(
+            "{:<44} {:>6.2}",
+            "fan-out cost: 1 dest rate / 4-dest rate (≤ 2)",
+            one / four
+        );
     }
 }

@@ -114,7 +114,8 @@ pub struct DemoReport {
 impl DemoReport {
     /// Whether every routed event arrived and every broken one was dead-lettered.
     pub fn complete(&self) -> bool {
-        self.destinations.iter().all(|(_, want, got)| got == want) && self.invalid.0 == self.invalid.1
+        self.destinations.iter().all(|(_, want, got)| got == want)
+            && self.invalid.0 == self.invalid.1
     }
 }
 
@@ -144,7 +145,10 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
     let receivers = [
         ("soc-siem", Receiver::tcp(Split::OctetCounting).await?),
         ("acme-cef", Receiver::udp().await?),
-        ("globex-tls", Receiver::tls(Split::OctetCounting, server).await?),
+        (
+            "globex-tls",
+            Receiver::tls(Split::OctetCounting, server).await?,
+        ),
         ("archive-3164", Receiver::tcp(Split::Byte(b'\n')).await?),
     ];
     let kafka = EmbeddedKafka::start(&[
@@ -171,7 +175,13 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
     );
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let run = pipeline::run(cfg.clone(), RunOptions { shutdown: stop.clone(), ..RunOptions::default() });
+    let run = pipeline::run(
+        cfg.clone(),
+        RunOptions {
+            shutdown: stop.clone(),
+            ..RunOptions::default()
+        },
+    );
     let wait = async {
         for ((_, r), n) in receivers.iter().zip(&want) {
             r.wait_for(*n, Duration::from_secs(opts.timeout_s)).await;
@@ -184,7 +194,10 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
     result?;
 
     let dead = count_dead_letters(&cfg, BROKEN.len()).await;
-    let mut report = DemoReport { invalid: (BROKEN.len(), dead), ..DemoReport::default() };
+    let mut report = DemoReport {
+        invalid: (BROKEN.len(), dead),
+        ..DemoReport::default()
+    };
     for (((name, r), n), d) in receivers.iter().zip(&want).zip(&cfg.syslog) {
         let frames = r.frames();
         println!(
@@ -198,7 +211,9 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
             println!("  {}", printable(f));
         }
         println!();
-        report.destinations.push(((*name).to_owned(), *n, frames.len()));
+        report
+            .destinations
+            .push(((*name).to_owned(), *n, frames.len()));
     }
     println!("Summary");
     println!("  {:<14} {:>8} {:>9}", "destination", "routed", "received");
@@ -206,7 +221,10 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
         let mark = if got == want { "ok" } else { "MISSING" };
         println!("  {name:<14} {want:>8} {got:>9}  {mark}");
     }
-    println!("  broken messages {} → dead-letter topic {}", report.invalid.0, report.invalid.1);
+    println!(
+        "  broken messages {} → dead-letter topic {}",
+        report.invalid.0, report.invalid.1
+    );
     drop(kafka);
     Ok(report)
 }
@@ -231,15 +249,26 @@ async fn produce(cfg: &Config, n: usize) -> anyhow::Result<Vec<usize>> {
             *w += usize::from(*d == Decision::Routed);
         }
         let topic = format!("plura.{}", parsed.log_type.name());
-        let record = FutureRecord::to(&topic).payload(payload.as_slice()).key(group.as_bytes());
-        sends.push(producer.send_result(record).map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?);
+        let record = FutureRecord::to(&topic)
+            .payload(payload.as_slice())
+            .key(group.as_bytes());
+        sends.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?,
+        );
     }
     for broken in BROKEN {
         let record = FutureRecord::<[u8], [u8]>::to("plura.detect").payload(broken.as_bytes());
-        sends.push(producer.send_result(record).map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?);
+        sends.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?,
+        );
     }
     for s in sends {
-        s.await?.map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
+        s.await?
+            .map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
     }
     Ok(want)
 }

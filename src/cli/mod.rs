@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 
 use crate::logging::{self, LogFormat};
 
-pub use demo::{DemoReport, DemoOptions};
+pub use demo::{DemoOptions, DemoReport};
 pub use render_cmd::RenderFlags;
 
 /// Exit code for a usage or config error.
@@ -115,7 +115,10 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(f()),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

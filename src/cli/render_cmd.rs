@@ -112,7 +112,9 @@ impl RenderFlags {
             Some(h) => Some(h.to_owned()),
             None => hostname::get().ok().and_then(|h| h.into_string().ok()),
         };
-        input.build(hostname, self.app_name.clone(), Protocol::Tcp).map_err(|e| e.to_string())
+        input
+            .build(hostname, self.app_name.clone(), Protocol::Tcp)
+            .map_err(|e| e.to_string())
     }
 
     /// `--now` in µs since the epoch, if given.
@@ -142,7 +144,12 @@ pub(super) fn main(flags: &RenderFlags) -> ExitCode {
     for w in settings.warnings() {
         eprintln!("warning: {w}");
     }
-    match render_stream(&Renderer::new(settings), now, io::stdin().lock(), io::stdout().lock()) {
+    match render_stream(
+        &Renderer::new(settings),
+        now,
+        io::stdin().lock(),
+        io::stdout().lock(),
+    ) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(EXIT_RUNTIME),
         Err(e) => {

@@ -51,8 +51,11 @@ pub fn start_embedded(cfg: &mut Config) -> rdkafka::error::KafkaResult<EmbeddedK
     topics.push((&k.dead_letter_topic, 1));
     topics.push((&k.ticket_history_topic, 1));
     // The mock cluster cannot create topics on request: make each destination's retry topic now.
-    let retry: Vec<String> =
-        cfg.syslog.iter().map(|d| crate::pipeline::park::retry_topic_name(&k.retry_topic, &d.name)).collect();
+    let retry: Vec<String> = cfg
+        .syslog
+        .iter()
+        .map(|d| crate::pipeline::park::retry_topic_name(&k.retry_topic, &d.name))
+        .collect();
     topics.extend(retry.iter().map(|t| (t.as_str(), 1)));
     let kafka = EmbeddedKafka::start(&topics)?;
     tracing::warn!(

@@ -19,7 +19,10 @@ pub(super) async fn main(path: &Path, name: &str) -> ExitCode {
     };
     let Some(ticket) = cfg.ticket(name) else {
         let known: Vec<&str> = cfg.ticket.iter().map(|t| t.name.as_str()).collect();
-        eprintln!("error: no [[ticket]] named {name:?} in {} (known: {known:?})", path.display());
+        eprintln!(
+            "error: no [[ticket]] named {name:?} in {} (known: {known:?})",
+            path.display()
+        );
         return ExitCode::from(EXIT_CONFIG);
     };
     match crate::ticket::test_ticket(ticket).await {

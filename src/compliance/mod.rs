@@ -47,9 +47,14 @@ impl Controls {
 
     /// Each (standard, control id), in the order of [`Controls::as_str`] (tickets list them).
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.text.split(';').filter_map(|part| part.split_once(':')).flat_map(|(std, ids)| {
-            ids.split(',').filter(|id| !id.is_empty()).map(move |id| (std, id))
-        })
+        self.text
+            .split(';')
+            .filter_map(|part| part.split_once(':'))
+            .flat_map(|(std, ids)| {
+                ids.split(',')
+                    .filter(|id| !id.is_empty())
+                    .map(move |id| (std, id))
+            })
     }
 
     /// The SD-PARAMs of the `compliance@<PEN>` element, each preceded by one SP.

@@ -61,7 +61,8 @@ fn hex4(b: &[u8]) -> Option<u32> {
     if b.len() != 4 {
         return None;
     }
-    b.iter().try_fold(0u32, |acc, &c| Some(acc * 16 + char::from(c).to_digit(16)?))
+    b.iter()
+        .try_fold(0u32, |acc, &c| Some(acc * 16 + char::from(c).to_digit(16)?))
 }
 
 #[cfg(test)]

@@ -67,12 +67,27 @@ impl DeadLetter {
         let payload = payload.to_vec();
         let key = key.map(<[u8]>::to_vec);
         let mut headers = OwnedHeaders::new_with_capacity(5)
-            .insert(Header { key: "reason", value: Some(reason) })
-            .insert(Header { key: "source_topic", value: Some(origin.topic) })
-            .insert(Header { key: "source_partition", value: Some(&origin.partition.to_string()) })
-            .insert(Header { key: "source_offset", value: Some(&origin.offset.to_string()) });
+            .insert(Header {
+                key: "reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "source_topic",
+                value: Some(origin.topic),
+            })
+            .insert(Header {
+                key: "source_partition",
+                value: Some(&origin.partition.to_string()),
+            })
+            .insert(Header {
+                key: "source_offset",
+                value: Some(&origin.offset.to_string()),
+            });
         if let Some(d) = destination {
-            headers = headers.insert(Header { key: "destination", value: Some(d) });
+            headers = headers.insert(Header {
+                key: "destination",
+                value: Some(d),
+            });
         }
         let this = self.clone();
         self.tasks.spawn(async move {
@@ -111,7 +126,10 @@ impl DeadLetter {
     /// events stay uncommitted).
     pub async fn close(&self, grace: Duration) {
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
             self.stop.cancel();
             self.tasks.wait().await;
         }

@@ -25,9 +25,9 @@ use crate::metrics as m;
 use crate::render::{RenderContext, Rendered, Renderer};
 use crate::route::{Decision, Router};
 use crate::sink::{Frame, SendRefused, SinkHandle, SinkSender};
+use crate::throttle::Throttle;
 use park::ParkGate;
 use rdkafka::message::BorrowedHeaders;
-use crate::throttle::Throttle;
 
 /// One Kafka message as the pipeline sees it.
 #[derive(Clone, Copy)]
@@ -171,7 +171,13 @@ impl Pipeline {
             let name = sink.name().to_owned();
             let counters = DestinationCounters::new(&name);
             let sender = sink.sender();
-            dests.push(Destination { name, renderer: idx, sink, sender, counters });
+            dests.push(Destination {
+                name,
+                renderer: idx,
+                sink,
+                sender,
+                counters,
+            });
         }
         let n = dests.len();
         Pipeline {
@@ -207,7 +213,12 @@ impl Pipeline {
     /// Parks events of destinations that are down or too slow to their retry topics
     /// `{retry_prefix}.{destination}` (delivery.md §3). Returns each destination's parked
     /// flag, in destination order, for the retry consumer.
-    pub fn enable_parking(&mut self, parker: Parker, retry_prefix: &str, park_after: Duration) -> Vec<ParkFlag> {
+    pub fn enable_parking(
+        &mut self,
+        parker: Parker,
+        retry_prefix: &str,
+        park_after: Duration,
+    ) -> Vec<ParkFlag> {
         let gates: Vec<ParkGate> = self
             .destinations
             .iter()
@@ -223,7 +234,10 @@ impl Pipeline {
 
     /// Whether destination `i` is parked now.
     pub fn is_parked(&self, i: usize) -> bool {
-        self.parking.as_ref().and_then(|(_, g)| g.get(i)).is_some_and(|g| g.flag.is_parked())
+        self.parking
+            .as_ref()
+            .and_then(|(_, g)| g.get(i))
+            .is_some_and(|g| g.flag.is_parked())
     }
 
     fn consumed_counter(&mut self, topic: &str) -> &Counter {
@@ -252,7 +266,11 @@ impl Pipeline {
     pub async fn handle(&mut self, input: Input<'_>, tracker: &Arc<PartitionTracker>) -> Handled {
         self.consumed_counter(input.topic).increment(1);
         let payload = input.payload.unwrap_or_default();
-        let origin = Origin { topic: input.topic, partition: input.partition, offset: input.offset };
+        let origin = Origin {
+            topic: input.topic,
+            partition: input.partition,
+            offset: input.offset,
+        };
         let opts = self.topics.for_topic(input.topic);
         let mut event = match decode(payload, input.key, &opts) {
             Ok(ev) => ev,
@@ -268,22 +286,32 @@ impl Pipeline {
                 }
                 tracker.dispatch_into(input.offset, 1, &mut self.acks);
                 if let Some(ack) = self.acks.pop() {
-                    self.dead_letter.send(payload, input.key, reason, origin, None, ack);
+                    self.dead_letter
+                        .send(payload, input.key, reason, origin, None, ack);
                 }
                 return Handled::Invalid(reason);
             }
         };
         event.kafka_timestamp_ms = input.timestamp_ms;
         self.router.route(&event, &mut self.decisions);
-        let routed = self.decisions.iter().filter(|d| **d == Decision::Routed).count();
+        let routed = self
+            .decisions
+            .iter()
+            .filter(|d| **d == Decision::Routed)
+            .count();
         // Acks are taken before anything is sent so that the watermark cannot pass this event.
         tracker.dispatch_into(input.offset, routed as u32, &mut self.acks);
         let ctx = RenderContext { now_us: now_us() };
         let controls = self.compliance.as_deref().and_then(|c| c.lookup(&event));
         if let Some(tickets) = self.tickets.as_deref().filter(|t| t.wants(&event)) {
             // Rare (a ticket per matching event): the pairs may allocate.
-            let pairs: Vec<(&str, &str)> = controls.map(|c| c.pairs().collect()).unwrap_or_default();
-            let at = crate::ticket::EventOrigin { topic: input.topic, partition: input.partition, offset: input.offset };
+            let pairs: Vec<(&str, &str)> =
+                controls.map(|c| c.pairs().collect()).unwrap_or_default();
+            let at = crate::ticket::EventOrigin {
+                topic: input.topic,
+                partition: input.partition,
+                offset: input.offset,
+            };
             tickets.offer(&event, at, &pairs);
         }
         self.frames.iter_mut().for_each(|f| *f = None);
@@ -304,21 +332,40 @@ impl Pipeline {
                     if self.buf.capacity() < 16 * 1024 {
                         self.buf.reserve(64 * 1024);
                     }
-                    let outcome = self.renderers[dest.renderer].render_with(&event, &ctx, controls, &mut self.buf);
+                    let outcome = self.renderers[dest.renderer].render_with(
+                        &event,
+                        &ctx,
+                        controls,
+                        &mut self.buf,
+                    );
                     (outcome, self.buf.split().freeze())
                 })
                 .clone();
             match outcome {
                 Rendered::Oversize => {
                     dest.counters.dropped_oversize.increment(1);
-                    self.dead_letter.send(payload, input.key, "oversize", origin, Some(&dest.name), ack);
+                    self.dead_letter.send(
+                        payload,
+                        input.key,
+                        "oversize",
+                        origin,
+                        Some(&dest.name),
+                        ack,
+                    );
                 }
                 Rendered::Ok | Rendered::Truncated => {
                     if outcome == Rendered::Truncated {
                         dest.counters.truncated.increment(1);
                     }
-                    let frame = Frame { bytes, ack, event_time_ms: input.timestamp_ms };
-                    let park = self.parking.as_mut().and_then(|(p, g)| Some((&*p, g.get_mut(i)?)));
+                    let frame = Frame {
+                        bytes,
+                        ack,
+                        event_time_ms: input.timestamp_ms,
+                    };
+                    let park = self
+                        .parking
+                        .as_mut()
+                        .and_then(|(p, g)| Some((&*p, g.get_mut(i)?)));
                     deliver(dest, park, frame, &input, &self.throttle).await;
                 }
             }
@@ -356,7 +403,11 @@ async fn deliver(
     input: &Input<'_>,
     throttle: &Throttle,
 ) {
-    let origin = Origin { topic: input.topic, partition: input.partition, offset: input.offset };
+    let origin = Origin {
+        topic: input.topic,
+        partition: input.partition,
+        offset: input.offset,
+    };
     let payload = input.payload.unwrap_or_default();
     if let Some((parker, gate)) = park.as_mut() {
         if parker.available() && gate.parked(&dest.name, &dest.sender) {
@@ -365,7 +416,16 @@ async fn deliver(
             }
             let Frame { ack, .. } = frame;
             parker
-                .park_event(&gate.topic, &dest.name, payload, input.key, origin, input.headers, ack, &gate.parked_total)
+                .park_event(
+                    &gate.topic,
+                    &dest.name,
+                    payload,
+                    input.key,
+                    origin,
+                    input.headers,
+                    ack,
+                    &gate.parked_total,
+                )
                 .await;
             return;
         }
@@ -388,7 +448,16 @@ async fn deliver(
                     gate.park(&dest.name, "slow");
                     let Frame { ack, .. } = frame;
                     parker
-                        .park_event(&gate.topic, &dest.name, payload, input.key, origin, input.headers, ack, &gate.parked_total)
+                        .park_event(
+                            &gate.topic,
+                            &dest.name,
+                            payload,
+                            input.key,
+                            origin,
+                            input.headers,
+                            ack,
+                            &gate.parked_total,
+                        )
                         .await;
                     return;
                 }
@@ -414,9 +483,24 @@ async fn park_reclaimed(dest: &Destination, parker: &Parker, gate: &ParkGate) {
     tracing::info!(destination = %dest.name, frames = frames.len(), "Parking the frames queued for a destination that is down.");
     for f in frames {
         let headers = rdkafka::message::OwnedHeaders::new_with_capacity(2)
-            .insert(rdkafka::message::Header { key: "destination", value: Some(dest.name.as_str()) })
-            .insert(rdkafka::message::Header { key: park::RENDERED_HEADER, value: Some("1") });
-        parker.park_record(&gate.topic, &f.bytes, None, headers, f.ack, &gate.parked_total).await;
+            .insert(rdkafka::message::Header {
+                key: "destination",
+                value: Some(dest.name.as_str()),
+            })
+            .insert(rdkafka::message::Header {
+                key: park::RENDERED_HEADER,
+                value: Some("1"),
+            });
+        parker
+            .park_record(
+                &gate.topic,
+                &f.bytes,
+                None,
+                headers,
+                f.ack,
+                &gate.parked_total,
+            )
+            .await;
     }
 }
 
@@ -429,7 +513,9 @@ fn sink_gone(dest: &Destination, frame: Frame, throttle: &Throttle) {
     drop(frame);
 }
 
-async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F: std::future::Future>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<F::Output>
 where
     F: Send + 'static,
     F::Output: Send + 'static,
@@ -446,5 +532,7 @@ where
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }

@@ -87,18 +87,32 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     pipeline.set_tickets(opts.tickets.clone());
 
     // Parking (delivery.md §3).
-    let retry_topics: Vec<String> =
-        config.syslog.iter().map(|d| park::retry_topic_name(&k.retry_topic, &d.name)).collect();
+    let retry_topics: Vec<String> = config
+        .syslog
+        .iter()
+        .map(|d| park::retry_topic_name(&k.retry_topic, &d.name))
+        .collect();
     // In the background: a broker without CreateTopics (the mock cluster) must not hold
     // startup; until they exist, parked events wait in the producer's retries.
     tokio::spawn({
-        let (brokers, props, names) = (k.brokers.clone(), k.properties.clone(), retry_topics.clone());
+        let (brokers, props, names) = (
+            k.brokers.clone(),
+            k.properties.clone(),
+            retry_topics.clone(),
+        );
         async move { park::ensure_topics(&brokers, &props, &names).await }
     });
     // At least 8192 parked events in flight to Kafka (about 8 MB of payload copies): fewer
     // would make parking, and so the pipeline, wait on produce round trips.
-    let parker = Parker::new(source::build_producer(&k.brokers, &k.properties)?, f.queue_events.max(8192));
-    let flags = pipeline.enable_parking(parker.clone(), &k.retry_topic, Duration::from_millis(f.park_after_ms));
+    let parker = Parker::new(
+        source::build_producer(&k.brokers, &k.properties)?,
+        f.queue_events.max(8192),
+    );
+    let flags = pipeline.enable_parking(
+        parker.clone(),
+        &k.retry_topic,
+        Duration::from_millis(f.park_after_ms),
+    );
     let parked_flags = flags.clone();
     let targets = config
         .syslog
@@ -107,7 +121,13 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         .zip(flags)
         .zip(&retry_topics)
         .map(|(((c, d), flag), topic)| {
-            RetryTarget::new(&d.name, topic.clone(), c.render.clone(), d.sender.clone(), flag)
+            RetryTarget::new(
+                &d.name,
+                topic.clone(),
+                c.render.clone(),
+                d.sender.clone(),
+                flag,
+            )
         })
         .collect();
     let mut retry_config = source::consumer_config(
@@ -120,15 +140,23 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     // brokers allow auto-creation) instead of waiting for the first parked event.
     retry_config.set("allow.auto.create.topics", "true");
     let retry_src = source::build_consumer(&retry_config, &retry_topics)?;
-    retry_src.trackers.set_revoke_drain(Duration::from_secs(f.shutdown_grace_s));
+    retry_src
+        .trackers
+        .set_revoke_drain(Duration::from_secs(f.shutdown_grace_s));
     let retry_stop = CancellationToken::new();
-    let feed = RetryFeed { targets, parker: parker.clone(), dead_letter, topics };
+    let feed = RetryFeed {
+        targets,
+        parker: parker.clone(),
+        dead_letter,
+        topics,
+    };
     let retry_task = tokio::spawn(retry::run(retry_src, feed, retry_stop.clone()));
 
     let client_config =
         source::consumer_config(&k.brokers, &k.group_id, f.commit_interval_ms, &k.properties);
     let src = source::build_consumer(&client_config, &k.topics)?;
-    src.trackers.set_revoke_drain(Duration::from_secs(f.shutdown_grace_s));
+    src.trackers
+        .set_revoke_drain(Duration::from_secs(f.shutdown_grace_s));
     if let Some(cb) = opts.on_start {
         let destinations = pipeline
             .destinations()
@@ -136,7 +164,10 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             .zip(&parked_flags)
             .map(|(d, flag)| (d.name.clone(), d.sink.status_reader(), flag.clone()))
             .collect();
-        cb(StartInfo { trackers: Arc::clone(&src.trackers), destinations });
+        cb(StartInfo {
+            trackers: Arc::clone(&src.trackers),
+            destinations,
+        });
     }
     tracing::info!(
         brokers = %k.brokers, group = %k.group_id, topics = ?k.topics,
@@ -153,7 +184,16 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             let headers = m.headers().map(OwnedHeaders::as_borrowed);
             let input = input_of(&m, headers);
             let tracker = cache.get(&src.trackers, m.topic(), m.partition());
-            if handle_polling(&mut pipeline, input, &tracker, &src, &opts.shutdown, &mut held).await {
+            if handle_polling(
+                &mut pipeline,
+                input,
+                &tracker,
+                &src,
+                &opts.shutdown,
+                &mut held,
+            )
+            .await
+            {
                 break;
             }
             continue;
@@ -174,7 +214,16 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         };
         let tracker = cache.get(&src.trackers, msg.topic(), msg.partition());
         let input = input_of(&msg, msg.headers());
-        if handle_polling(&mut pipeline, input, &tracker, &src, &opts.shutdown, &mut held).await {
+        if handle_polling(
+            &mut pipeline,
+            input,
+            &tracker,
+            &src,
+            &opts.shutdown,
+            &mut held,
+        )
+        .await
+        {
             break;
         }
     }
@@ -182,7 +231,10 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     let grace = Duration::from_secs(f.shutdown_grace_s);
     let deadline = tokio::time::Instant::now() + grace;
-    tracing::info!(grace_s = f.shutdown_grace_s, "Stopping: draining destinations.");
+    tracing::info!(
+        grace_s = f.shutdown_grace_s,
+        "Stopping: draining destinations."
+    );
     retry_stop.cancel();
     let retry_src = retry_task.await.context("retry consumer task")?;
     pipeline.close(grace).await;
@@ -255,7 +307,11 @@ async fn handle_polling(
         }
     };
     if let Some(Some(p)) = paused {
-        tracing::info!(partitions = p.count(), held = held.len(), "Destination has room again: consumer resumed.");
+        tracing::info!(
+            partitions = p.count(),
+            held = held.len(),
+            "Destination has room again: consumer resumed."
+        );
         p.resume(&src.consumer);
     }
     stopped
@@ -275,7 +331,11 @@ impl TrackerCache {
             self.entries.clear();
             self.generation = gen;
         }
-        if let Some(t) = self.entries.iter().find(|t| t.partition() == partition && t.topic() == topic) {
+        if let Some(t) = self
+            .entries
+            .iter()
+            .find(|t| t.partition() == partition && t.topic() == topic)
+        {
             return Arc::clone(t);
         }
         let t = trackers.get(topic, partition);

@@ -209,7 +209,10 @@ pub struct StatusReader {
 impl StatusReader {
     /// The same snapshot as [`SinkHandle::status`]; queue depth 0 once the sink is closed.
     pub fn status(&self) -> SinkStatus {
-        let queued = self.tx.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity());
+        let queued = self
+            .tx
+            .upgrade()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity());
         self.shared.snapshot(queued)
     }
 }
@@ -279,7 +282,10 @@ impl SinkHandle {
     /// A cheap, cloneable view of [`SinkHandle::status`] for the admin API; it does not keep
     /// the destination open.
     pub fn status_reader(&self) -> StatusReader {
-        StatusReader { shared: Arc::clone(&self.shared), tx: self.tx.downgrade() }
+        StatusReader {
+            shared: Arc::clone(&self.shared),
+            tx: self.tx.downgrade(),
+        }
     }
 
     /// A snapshot of the destination's state and counters.

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, TopicPartitionList};
@@ -73,7 +75,11 @@ impl Trackers {
         if let Some(t) = map.get(&(topic.to_owned(), partition)) {
             return Arc::clone(t);
         }
-        let store = self.store.get().cloned().unwrap_or_else(|| Arc::new(crate::ack::NoStore));
+        let store = self
+            .store
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(crate::ack::NoStore));
         let t = PartitionTracker::new(topic, partition, store);
         map.insert((topic.to_owned(), partition), Arc::clone(&t));
         t
@@ -172,7 +178,10 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            tracing::info!(partitions = tpl.count(), "Partitions revoked; finishing their events, then committing.");
+            tracing::info!(
+                partitions = tpl.count(),
+                "Partitions revoked; finishing their events, then committing."
+            );
             // Finish (deliver or park) the revoked partitions' events, bounded in time, and
             // commit before the partitions go to another member. Whatever is still in flight
             // after that is redelivered to the new owner (at least once).
@@ -213,10 +222,7 @@ impl ConsumerContext for SourceContext {
 
 /// `true` for "nothing to commit", which is not an error for us.
 pub fn is_no_offset_error(e: &KafkaError) -> bool {
-    matches!(
-        e,
-        KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)
-    )
+    matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
 }
 
 /// Stores watermarks into the consumer's offset store (librdkafka stores `offset + 1`).
@@ -224,7 +230,9 @@ struct ConsumerStore(OnceLock<Weak<KafkaConsumer>>);
 
 impl OffsetStore for ConsumerStore {
     fn store(&self, topic: &str, partition: i32, offset: i64) {
-        let Some(consumer) = self.0.get().and_then(Weak::upgrade) else { return };
+        let Some(consumer) = self.0.get().and_then(Weak::upgrade) else {
+            return;
+        };
         if let Err(e) = consumer.store_offset(topic, partition, offset) {
             // A revoked partition refuses stores; its events are redelivered to the new owner.
             tracing::debug!(topic, partition, offset, error = %e, "Offset store refused.");
@@ -257,7 +265,10 @@ pub fn consumer_config(
         ("auto.commit.interval.ms", commit_interval_ms.to_string()),
     ] {
         if properties.contains_key(k) {
-            tracing::warn!(property = k, "kafka.properties cannot override {k}; at-least-once depends on it.");
+            tracing::warn!(
+                property = k,
+                "kafka.properties cannot override {k}; at-least-once depends on it."
+            );
         }
         c.set(k, v);
     }
@@ -276,19 +287,30 @@ pub struct KafkaSource {
 ///
 /// # Errors
 /// When librdkafka refuses the configuration or the subscription.
-pub fn build_consumer(config: &ClientConfig, topics: &[String]) -> Result<KafkaSource, SourceError> {
+pub fn build_consumer(
+    config: &ClientConfig,
+    topics: &[String],
+) -> Result<KafkaSource, SourceError> {
     let trackers = Arc::new(Trackers::default());
     let store = Arc::new(ConsumerStore(OnceLock::new()));
     let _ = trackers.store.set(store.clone());
     let consumer: KafkaConsumer = config
-        .create_with_context(SourceContext { trackers: Arc::clone(&trackers) })
-        .map_err(|source| SourceError::Create { what: "consumer", source })?;
+        .create_with_context(SourceContext {
+            trackers: Arc::clone(&trackers),
+        })
+        .map_err(|source| SourceError::Create {
+            what: "consumer",
+            source,
+        })?;
     let consumer = Arc::new(consumer);
     let _ = store.0.set(Arc::downgrade(&consumer));
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&names)
-        .map_err(|source| SourceError::Subscribe { topics: topics.to_vec(), source })?;
+        .map_err(|source| SourceError::Subscribe {
+            topics: topics.to_vec(),
+            source,
+        })?;
     Ok(KafkaSource { consumer, trackers })
 }
 
@@ -301,17 +323,32 @@ pub fn build_producer(
     properties: &BTreeMap<String, String>,
 ) -> Result<FutureProducer, SourceError> {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers).set("acks", "all").set("linger.ms", "5");
+    c.set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("linger.ms", "5");
     for (k, v) in properties.iter().filter(|(k, _)| is_shared_property(k)) {
         c.set(k, v);
     }
-    c.create().map_err(|source| SourceError::Create { what: "producer", source })
+    c.create().map_err(|source| SourceError::Create {
+        what: "producer",
+        source,
+    })
 }
 
 /// Properties that apply to producers too (security and connection settings), so that the
 /// producer does not warn about consumer-only keys.
 pub fn is_shared_property(k: &str) -> bool {
-    ["security.", "sasl.", "ssl.", "client.", "socket.", "broker.", "metadata.", "api.", "reconnect."]
-        .iter()
-        .any(|p| k.starts_with(p))
+    [
+        "security.",
+        "sasl.",
+        "ssl.",
+        "client.",
+        "socket.",
+        "broker.",
+        "metadata.",
+        "api.",
+        "reconnect.",
+    ]
+    .iter()
+    .any(|p| k.starts_with(p))
 }

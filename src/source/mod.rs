@@ -9,5 +9,6 @@ pub mod embedded;
 pub mod pause;
 
 pub use consumer::{
-    build_consumer, build_producer, consumer_config, is_no_offset_error, is_shared_property, KafkaSource, KafkaConsumer, SourceContext, SourceError, Trackers,
+    build_consumer, build_producer, consumer_config, is_no_offset_error, is_shared_property,
+    KafkaConsumer, KafkaSource, SourceContext, SourceError, Trackers,
 };

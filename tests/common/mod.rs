@@ -79,19 +79,32 @@ pub async fn produce(brokers: &str, events: &[(u64, Value)]) {
 
 /// Produces raw payloads to one partition of a topic (one key), in order.
 pub async fn produce_raw(brokers: &str, topic: &str, payloads: &[&[u8]]) {
-    let p: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
     for payload in payloads {
-        p.send(FutureRecord::<[u8], [u8]>::to(topic).payload(payload).key(b"one-partition"), Duration::from_secs(5))
-            .await
-            .expect("produced");
+        p.send(
+            FutureRecord::<[u8], [u8]>::to(topic)
+                .payload(payload)
+                .key(b"one-partition"),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("produced");
     }
 }
 
 /// Runs the pipeline until `until` resolves, then stops it and waits for the drain.
 pub async fn run_until<F: std::future::Future<Output = ()>>(cfg: Config, until: F) {
     let stop = CancellationToken::new();
-    let run = pipeline::run(cfg, RunOptions { shutdown: stop.clone(), ..RunOptions::default() });
+    let run = pipeline::run(
+        cfg,
+        RunOptions {
+            shutdown: stop.clone(),
+            ..RunOptions::default()
+        },
+    );
     let stopper = async {
         until.await;
         stop.cancel();
@@ -108,14 +121,20 @@ pub async fn run_until<F: std::future::Future<Output = ()>>(cfg: Config, until: 
 /// the test counts on was deleted (every partition still starts at offset 0) and return the
 /// high watermarks.
 pub fn assert_nothing_deleted(brokers: &str) -> BTreeMap<(String, i32), i64> {
-    let c: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("consumer");
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
     let mut highs = BTreeMap::new();
     for t in TOPICS {
         for p in 0..PARTITIONS {
-            let (low, high) =
-                c.fetch_watermarks(t, p, Duration::from_secs(5)).expect("watermarks");
-            assert_eq!(low, 0, "{t}/{p}: the mock cluster deleted data; the test would count on lost events");
+            let (low, high) = c
+                .fetch_watermarks(t, p, Duration::from_secs(5))
+                .expect("watermarks");
+            assert_eq!(
+                low, 0,
+                "{t}/{p}: the mock cluster deleted data; the test would count on lost events"
+            );
             highs.insert((t.to_owned(), p), high);
         }
     }
@@ -135,7 +154,9 @@ pub fn committed(brokers: &str, group: &str) -> BTreeMap<(String, i32), Option<i
             tpl.add_partition(t, p);
         }
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(5)).expect("committed offsets");
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .expect("committed offsets");
     let out = got
         .elements()
         .iter()
@@ -161,6 +182,9 @@ pub fn seq_of(frame: &[u8]) -> Option<u64> {
         (None, Some(i)) => i + 5,
         (None, None) => text.find("user-")? + 5,
     };
-    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
