@@ -35,7 +35,7 @@ fn spec(address: String) -> SinkSpec {
 fn payload(i: i64) -> Vec<u8> {
     let pad = (i as usize * 53) % 400;
     let mut v = format!("<13>1 2026-01-01T00:00:00Z host app - - - seq={i:07} ").into_bytes();
-    v.extend(std::iter::repeat(b'a' + (i % 26) as u8).take(pad));
+    v.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, pad));
     v.push(b'\n');
     v
 }

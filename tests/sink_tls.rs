@@ -244,7 +244,7 @@ impl Receiver {
 fn msg(i: i64, size: Option<usize>) -> Vec<u8> {
     let mut v = format!("<13>1 2026-01-01T00:00:00Z host app - - - seq={i:07} ").into_bytes();
     let pad = size.map_or((i as usize * 53) % 400, |s| s.saturating_sub(v.len()));
-    v.extend(std::iter::repeat(b'a' + (i % 26) as u8).take(pad));
+    v.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, pad));
     v
 }
 

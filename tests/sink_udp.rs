@@ -32,7 +32,7 @@ fn payload(i: i64) -> Vec<u8> {
         _ => (i as usize * 37) % 900,
     };
     let mut v = format!("<13>1 2026-01-01T00:00:00Z host app - - - seq={i:06} ").into_bytes();
-    v.extend(std::iter::repeat(b'a' + (i % 26) as u8).take(pad));
+    v.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, pad));
     v
 }
 

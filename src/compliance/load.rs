@@ -509,8 +509,7 @@ impl Builder {
             let scope: Vec<usize> = (0..PAIRS)
                 .filter(|&p| {
                     let (l, c) = ALL_PAIRS[p];
-                    log_type.map_or(true, |x| x == l)
-                        && cat.as_deref().map_or(true, |x| x == c.name())
+                    log_type.is_none_or(|x| x == l) && cat.as_deref().is_none_or(|x| x == c.name())
                 })
                 .collect();
             if scope.is_empty() {

@@ -50,7 +50,7 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
     }
     if c.admin.token_env.is_empty() {
         w.push("admin: token_env is empty: /api is off".into());
-    } else if std::env::var_os(&c.admin.token_env).map_or(true, |v| v.is_empty()) {
+    } else if std::env::var_os(&c.admin.token_env).is_none_or(|v| v.is_empty()) {
         w.push(format!(
             "admin: token_env: {} is not set: /api is off",
             c.admin.token_env
@@ -110,7 +110,7 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
             }
         }
         if let SecretSource::Env(v) = &t.auth {
-            if std::env::var_os(v).map_or(true, |x| x.is_empty()) {
+            if std::env::var_os(v).is_none_or(|x| x.is_empty()) {
                 w.push(format!(
                     "{pre}: auth_key_env: {v} is not set; tickets will fail until it is"
                 ));

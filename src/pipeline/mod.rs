@@ -385,8 +385,12 @@ impl Pipeline {
                 }
             }
         }
-        let closes = self.destinations.into_iter().map(|d| d.sink.close(grace));
-        for report in futures_join_all(closes).await {
+        // All destinations drain at once, each within the same grace.
+        let mut closes = tokio::task::JoinSet::new();
+        for d in self.destinations {
+            closes.spawn(d.sink.close(grace));
+        }
+        while let Some(report) = closes.join_next().await {
             tracing::debug!(?report, "Destination closed.");
         }
         self.dead_letter.close(grace).await;
@@ -511,23 +515,6 @@ fn sink_gone(dest: &Destination, frame: Frame, throttle: &Throttle) {
         tracing::error!(destination = %dest.name, "Destination task has stopped; events stay uncommitted.");
     }
     drop(frame);
-}
-
-async fn futures_join_all<F: std::future::Future>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F: Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }
 
 /// Microseconds since the Unix epoch.
