@@ -191,6 +191,14 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<ReloadReply>>(4);
 
     let state = AdminState {
+        extra_metrics: Some({
+            let trackers = Arc::clone(&trackers);
+            Arc::new(move |out: &mut String| {
+                if let Some(t) = read(&trackers) {
+                    t.render_lag(out);
+                }
+            })
+        }),
         metrics: handle,
         ready: {
             let trackers = Arc::clone(&trackers);

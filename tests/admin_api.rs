@@ -42,6 +42,7 @@ async fn start(api: Api) -> Server {
     let listener = admin::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().unwrap();
     let state = AdminState {
+        extra_metrics: None,
         metrics: recorder(),
         ready: Arc::new(|| Ok(())),
     };
@@ -820,6 +821,7 @@ async fn runtime_wiring_as_documented() {
     let listener = admin::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = AdminState {
+        extra_metrics: None,
         metrics: recorder(),
         ready: Arc::new(|| Ok(())),
     };

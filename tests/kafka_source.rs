@@ -98,3 +98,80 @@ async fn finished_events_are_committed_and_the_next_run_starts_after_them() {
         assert_eq!(Offset::Offset(*o), c0);
     }
 }
+
+/// `consumer_lag` is per owned partition, from librdkafka's statistics, and a partition that
+/// moves to another member in a rebalance disappears from this member's lag at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_lag_is_per_owned_partition_and_follows_a_rebalance() {
+    let kafka = EmbeddedKafka::start(&[("lagt", 2)]).expect("mock cluster");
+    let bootstrap = kafka.bootstrap_servers();
+    produce(&bootstrap, "lagt", 100).await;
+    let mut props = props();
+    props.insert("statistics.interval.ms".to_owned(), "200".to_owned());
+    let cfg = consumer_config(&bootstrap, "lag-group", 100, &props);
+
+    let a = build_consumer(&cfg, &["lagt".to_owned()]).expect("consumer a");
+    let mut per_partition = BTreeMap::new();
+    for _ in 0..100 {
+        let msg = tokio::time::timeout(Duration::from_secs(20), a.consumer.recv())
+            .await
+            .expect("message within 20 s")
+            .expect("no consume error");
+        *per_partition.entry(msg.partition()).or_insert(0i64) += 1;
+        // Only the first 10 events of each partition are finished (and so committed).
+        let acks = a
+            .trackers
+            .get(msg.topic(), msg.partition())
+            .dispatch(msg.offset(), 1);
+        if msg.offset() < 10 {
+            acks.into_iter().for_each(|x| x.done());
+        } else {
+            drop(acks); // unfinished: the watermark stops before them
+        }
+    }
+    a.consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("commit");
+    let want: Vec<((String, i32), i64)> = per_partition
+        .iter()
+        .map(|(p, n)| (("lagt".to_owned(), *p), n - 10))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while a.trackers.lag() != want && std::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(100), a.consumer.recv()).await;
+    }
+    assert_eq!(
+        a.trackers.lag(),
+        want,
+        "lag = high watermark - committed offset, per partition"
+    );
+
+    // A second member joins: one partition moves to it and leaves a's lag.
+    let b = build_consumer(&cfg, &["lagt".to_owned()]).expect("consumer b");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (a.trackers.lag().len() != 1 || b.trackers.lag().len() != 1)
+        && std::time::Instant::now() < deadline
+    {
+        let _ = tokio::time::timeout(Duration::from_millis(50), a.consumer.recv()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(50), b.consumer.recv()).await;
+    }
+    let (la, lb) = (a.trackers.lag(), b.trackers.lag());
+    assert_eq!((la.len(), lb.len()), (1, 1), "a {la:?}, b {lb:?}");
+    assert_ne!(
+        la[0].0, lb[0].0,
+        "each partition's lag is reported by its owner only"
+    );
+    let mut text = String::new();
+    a.trackers.render_lag(&mut text);
+    let moved = &lb[0].0;
+    assert!(
+        !text.contains(&format!("partition=\"{}\"", moved.1)),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE plura_forwarder_consumer_lag gauge"),
+        "{text}"
+    );
+    drop(b);
+    drop(a);
+}

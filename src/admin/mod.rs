@@ -40,7 +40,12 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// Decides `/readyz`.
     pub ready: ReadyCheck,
+    /// Appends metrics kept outside the registry (per-partition `consumer_lag`).
+    pub extra_metrics: Option<ExtraMetrics>,
 }
+
+/// Writes more Prometheus text after the registry's.
+pub type ExtraMetrics = Arc<dyn Fn(&mut String) + Send + Sync>;
 
 /// Binds the listener (so that a bad address fails at start, naming it).
 ///
@@ -120,7 +125,11 @@ async fn handle(state: &AdminState, api: &Api, req: Request<Incoming>) -> Respon
     }
     match (req.method(), path) {
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
+            let mut text = state.metrics.render();
+            if let Some(extra) = &state.extra_metrics {
+                extra(&mut text);
+            }
+            let mut r = Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -51,9 +51,58 @@ pub struct Trackers {
     /// On revoke, how long to wait for the revoked partitions' events to finish before the
     /// commit, in ms (0: do not wait).
     revoke_drain_ms: AtomicU64,
+    /// Consumer lag of each owned partition, from librdkafka's statistics; a revoked partition
+    /// is removed at once, so `/metrics` never shows a partition another member owns.
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 impl Trackers {
+    /// The consumer lag of every owned partition (events in Kafka not yet committed by this
+    /// group), as librdkafka last reported it; sorted by topic and partition.
+    pub fn lag(&self) -> Vec<((String, i32), i64)> {
+        let lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
+        lag.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Appends `consumer_lag{topic,partition}` in the Prometheus text format. Kept out of the
+    /// metrics registry because a gauge there cannot be removed when a partition moves away.
+    pub fn render_lag(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let lag = self.lag();
+        if lag.is_empty() {
+            return;
+        }
+        let name = m::CONSUMER_LAG;
+        let _ = writeln!(
+            out,
+            "# HELP {name} Events in Kafka not yet committed, per owned partition."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for ((topic, partition), v) in lag {
+            let topic = topic.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{topic}\",partition=\"{partition}\"}} {v}"
+            );
+        }
+    }
+
+    /// Takes one statistics report: the lag of the partitions this member owns.
+    fn record_lag(&self, stats: &rdkafka::Statistics) {
+        let owned = self.lock();
+        let mut lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, t) in &stats.topics {
+            for (&partition, p) in &t.partitions {
+                let key = (topic.clone(), partition);
+                // -1 (unknown) until the partition has a committed or consumed position.
+                if partition >= 0 && p.consumer_lag >= 0 && owned.contains_key(&key) {
+                    lag.insert(key, p.consumer_lag);
+                }
+            }
+        }
+        lag.retain(|k, _| owned.contains_key(k));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<PartitionTracker>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -142,11 +191,15 @@ impl Trackers {
 
     fn revoke(&self, tpl: &TopicPartitionList) {
         let mut map = self.lock();
+        let mut lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
         for e in tpl.elements() {
-            if let Some(t) = map.remove(&(e.topic().to_owned(), e.partition())) {
+            let key = (e.topic().to_owned(), e.partition());
+            lag.remove(&key);
+            if let Some(t) = map.remove(&key) {
                 t.close();
             }
         }
+        drop(lag);
         drop(map);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -158,6 +211,10 @@ pub struct SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.trackers.record_lag(&statistics);
+    }
+
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         use rdkafka::config::RDKafkaLogLevel as L;
         match level {
@@ -255,6 +312,8 @@ pub fn consumer_config(
         .set("auto.offset.reset", "earliest")
         // librdkafka ≥ 2.1 defaults to 1000 ms: a 2.6× slowdown whenever we fall behind.
         .set("fetch.queue.backoff.ms", "10")
+        // consumer_lag per partition (Trackers::render_lag); a property may change it.
+        .set("statistics.interval.ms", "5000")
         .set("enable.partition.eof", "false");
     for (k, v) in properties {
         c.set(k, v);
