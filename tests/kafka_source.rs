@@ -129,9 +129,13 @@ async fn consumer_lag_is_per_owned_partition_and_follows_a_rebalance() {
             drop(acks); // unfinished: the watermark stops before them
         }
     }
-    a.consumer
-        .commit_consumer_state(CommitMode::Sync)
-        .expect("commit");
+    if let Err(e) = a.consumer.commit_consumer_state(CommitMode::Sync) {
+        // The auto-commit may already have committed everything stored.
+        assert!(
+            plura_forwarder::source::is_no_offset_error(&e),
+            "commit: {e}"
+        );
+    }
     let want: Vec<((String, i32), i64)> = per_partition
         .iter()
         .map(|(p, n)| (("lagt".to_owned(), *p), n - 10))
