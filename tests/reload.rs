@@ -6,32 +6,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
 use plura_forwarder::receiver::{Receiver, Split};
 use plura_forwarder::source::embedded::EmbeddedKafka;
-
-fn http(port: u16, method: &str, path: &str, token: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let status = r.split(' ').nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        r.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default(),
-    )
-}
 
 fn dest(name: &str, addr: std::net::SocketAddr) -> String {
     format!("[[syslog]]\nname = \"{name}\"\nprotocol = \"tcp\"\ninclude_raw_log = true\naddress = \"{addr}\"\n")
@@ -99,7 +78,7 @@ async fn reload_refuses_a_bad_file_and_swaps_destinations_without_loss() {
         )
         .unwrap();
         let (status, body) =
-            tokio::task::spawn_blocking(move || http(admin, "POST", "/api/reload", token))
+            tokio::task::spawn_blocking(move || http(admin, "POST", "/api/reload", Some(token)))
                 .await
                 .unwrap();
         assert_eq!(status, 400, "{body}");
@@ -116,7 +95,7 @@ async fn reload_refuses_a_bad_file_and_swaps_destinations_without_loss() {
         .unwrap();
         let producing = produce(&brokers, third);
         let reloading =
-            tokio::task::spawn_blocking(move || http(admin, "POST", "/api/reload", token));
+            tokio::task::spawn_blocking(move || http(admin, "POST", "/api/reload", Some(token)));
         let ((), reloaded) = tokio::join!(producing, reloading);
         let (status, body) = reloaded.unwrap();
         assert_eq!(status, 200, "{body}");
@@ -132,7 +111,7 @@ async fn reload_refuses_a_bad_file_and_swaps_destinations_without_loss() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (_, metrics) =
-            tokio::task::spawn_blocking(move || http(admin, "GET", "/metrics", token))
+            tokio::task::spawn_blocking(move || http(admin, "GET", "/metrics", Some(token)))
                 .await
                 .unwrap();
         stop.cancel();

@@ -5,36 +5,12 @@
 mod common;
 mod ticket_mock;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
 use plura_forwarder::source::embedded::EmbeddedKafka;
 use serde_json::{json, Value};
 use ticket_mock::{secret_file, Mock, Reply};
-
-fn http(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let status = r.split(' ').nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        r.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matching_events_open_one_ticket_each_and_the_history_is_served() {
@@ -118,11 +94,12 @@ min_risk = 7
         }
         syslog.wait_for(events.len(), Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let unauthorised = tokio::task::spawn_blocking(move || http(admin, "/api/tickets", None))
-            .await
-            .unwrap();
+        let unauthorised =
+            tokio::task::spawn_blocking(move || http(admin, "GET", "/api/tickets", None))
+                .await
+                .unwrap();
         let history = tokio::task::spawn_blocking(move || {
-            http(admin, "/api/tickets?limit=1000", Some(token))
+            http(admin, "GET", "/api/tickets?limit=1000", Some(token))
         })
         .await
         .unwrap();

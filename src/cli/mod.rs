@@ -110,6 +110,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Loads a config file, or prints its errors (each naming table, key and reason) and gives the
+/// exit code of a config error.
+fn load_config(path: &std::path::Path) -> Result<crate::config::Config, ExitCode> {
+    crate::config::load(path).map_err(|e| {
+        for line in e.errors() {
+            eprintln!("error: {line}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 fn with_runtime<F, Fut>(f: F) -> ExitCode
 where
     F: FnOnce() -> Fut,

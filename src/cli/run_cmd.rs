@@ -3,19 +3,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{EXIT_CONFIG, EXIT_RUNTIME};
-use crate::config::{self, Config};
+use super::EXIT_RUNTIME;
+use crate::config::Config;
 use crate::source::embedded::EmbeddedKafka;
 
 pub(super) async fn main(path: PathBuf) -> ExitCode {
-    let mut cfg = match config::load(&path) {
+    let mut cfg = match super::load_config(&path) {
         Ok(c) => c,
-        Err(e) => {
-            for line in e.errors() {
-                eprintln!("error: {line}");
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     for w in cfg.warnings() {
         tracing::warn!(warning = %w, "Configuration warning.");

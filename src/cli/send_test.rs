@@ -6,18 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{EXIT_CONFIG, EXIT_RUNTIME};
-use crate::config;
 use crate::render::settings::Protocol;
 
 pub(super) async fn main(path: &Path, name: &str) -> ExitCode {
-    let cfg = match config::load(path) {
+    let cfg = match super::load_config(path) {
         Ok(c) => c,
-        Err(e) => {
-            for line in e.errors() {
-                eprintln!("error: {line}");
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let Some(dest) = cfg.destination(name) else {
         let names: Vec<&str> = cfg.syslog.iter().map(|d| d.name.as_str()).collect();

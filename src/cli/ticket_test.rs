@@ -5,17 +5,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{EXIT_CONFIG, EXIT_RUNTIME};
-use crate::config;
 
 pub(super) async fn main(path: &Path, name: &str) -> ExitCode {
-    let cfg = match config::load(path) {
+    let cfg = match super::load_config(path) {
         Ok(c) => c,
-        Err(e) => {
-            for line in e.errors() {
-                eprintln!("error: {line}");
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let Some(ticket) = cfg.ticket(name) else {
         let known: Vec<&str> = cfg.ticket.iter().map(|t| t.name.as_str()).collect();

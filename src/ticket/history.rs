@@ -202,7 +202,10 @@ impl History {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest");
-        for (k, v) in properties.iter().filter(|(k, _)| shared_property(k)) {
+        for (k, v) in properties
+            .iter()
+            .filter(|(k, _)| crate::source::is_shared_property(k))
+        {
             c.set(k, v);
         }
         let consumer: BaseConsumer = c.create().map_err(|source| HistoryError::Kafka {
@@ -303,22 +306,6 @@ impl Drop for History {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn shared_property(k: &str) -> bool {
-    [
-        "security.",
-        "sasl.",
-        "ssl.",
-        "client.",
-        "socket.",
-        "broker.",
-        "metadata.",
-        "api.",
-        "reconnect.",
-    ]
-    .iter()
-    .any(|p| k.starts_with(p))
 }
 
 const POLL: Duration = Duration::from_millis(200);

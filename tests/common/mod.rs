@@ -188,3 +188,31 @@ pub fn seq_of(frame: &[u8]) -> Option<u64> {
         .collect();
     digits.parse().ok()
 }
+
+/// A bare HTTP/1.1 request to the admin listener on 127.0.0.1; returns (status, body).
+pub fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to admin");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut r = String::new();
+    s.read_to_string(&mut r).expect("response");
+    let status = r
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = r
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
