@@ -201,11 +201,25 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         }),
         metrics: handle,
         ready: {
-            let trackers = Arc::clone(&trackers);
-            Arc::new(move || match read(&trackers) {
-                Some(t) if t.joined() => Ok(()),
-                Some(_) => Err("the consumer has not joined its group yet".to_owned()),
-                None => Err("starting".to_owned()),
+            let (trackers, statuses) = (Arc::clone(&trackers), Arc::clone(&statuses));
+            Arc::new(move || {
+                match read(&trackers) {
+                    Some(t) if t.joined() => {}
+                    Some(_) => return Err("the consumer has not joined its group yet".to_owned()),
+                    None => return Err("starting".to_owned()),
+                }
+                // Every destination task must be running (connected or not: a SIEM that is
+                // down is parked, which is no reason to take the replica out of service).
+                let stopped: Vec<String> = read(&statuses)
+                    .iter()
+                    .filter(|(_, r, _)| r.status().state == crate::sink::SinkState::Closed)
+                    .map(|(name, _, _)| name.clone())
+                    .collect();
+                if stopped.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("destination tasks stopped: {}", stopped.join(", ")))
+                }
             })
         },
     };
