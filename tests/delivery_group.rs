@@ -170,7 +170,16 @@ async fn a_second_instance_joining_and_leaving_under_load_loses_nothing() {
     // ... and leaves while events are still flowing.
     b.stop().await;
     let covered = wait_covers(|| rx.frames(), 0..TOTAL, Duration::from_secs(90)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Under load the group may still be rebalancing after B left (commits then fail with
+    // RebalanceInProgress and are retried): give A's commits time to land before stopping it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = committed(&brokers, "rebalance").values().map(|o| o.unwrap_or(0)).sum();
+        if done as u64 == TOTAL || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     a.stop().await;
     assert_nothing_deleted(&brokers);
     let t = Tally::of(&rx.frames());
