@@ -7,14 +7,14 @@ use std::borrow::Cow;
 /// serde_json's RawValue scan). Borrows when the string has no escapes.
 pub(crate) fn unescape(raw: &str) -> Option<Cow<'_, str>> {
     let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    if !inner.as_bytes().contains(&b'\\') {
+    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
         return Some(Cow::Borrowed(inner));
     }
     let mut out = String::with_capacity(inner.len());
     let bytes = inner.as_bytes();
     // Copy the runs between escapes whole; only the escapes are looked at one by one.
     let mut i = 0;
-    while let Some(pos) = bytes[i..].iter().position(|&b| b == b'\\') {
+    while let Some(pos) = memchr::memchr(b'\\', &bytes[i..]) {
         let at = i + pos;
         out.push_str(&inner[i..at]);
         let esc = *bytes.get(at + 1)?;
