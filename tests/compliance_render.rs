@@ -3,8 +3,9 @@
 //! (RFC 5424 without SD, RFC 3164); and proof that lookup plus rendering allocate nothing
 //! once warm (own test binary, counting allocator on this thread only).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod counting_alloc;
+
+use counting_alloc::allocations;
 
 use bytes::BytesMut;
 use plura_forwarder::compliance::Compliance;
@@ -12,34 +13,6 @@ use plura_forwarder::config::ComplianceMode;
 use plura_forwarder::event::{decode, DecodeOptions, Event};
 use plura_forwarder::render::settings::{Protocol, SettingsInput};
 use plura_forwarder::render::{RenderContext, Rendered, Renderer};
-
-struct Counting;
-
-thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ON.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if ON.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 const MAPPING: &str = include_str!("../config/compliance.toml");
 /// 2022-06-16T12:44:15.123456+09:00
@@ -184,14 +157,13 @@ fn lookup_and_render_allocate_nothing_when_warm() {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         r.render_with(&ev, &ctx, c.lookup(&ev), &mut buf);
         buf.clear();
-        COUNT.with(|n| n.set(0));
-        ON.with(|o| o.set(true));
-        for _ in 0..100 {
-            let controls = c.lookup(&ev);
-            r.render_with(&ev, &ctx, controls, &mut buf);
-            buf.clear();
-        }
-        ON.with(|o| o.set(false));
-        assert_eq!(COUNT.with(Cell::get), 0, "{settings}");
+        let n = allocations(|| {
+            for _ in 0..100 {
+                let controls = c.lookup(&ev);
+                r.render_with(&ev, &ctx, controls, &mut buf);
+                buf.clear();
+            }
+        });
+        assert_eq!(n, 0, "{settings}");
     }
 }

@@ -174,7 +174,10 @@ async fn a_second_instance_joining_and_leaving_under_load_loses_nothing() {
     // RebalanceInProgress and are retried): give A's commits time to land before stopping it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let done: i64 = committed(&brokers, "rebalance").values().map(|o| o.unwrap_or(0)).sum();
+        let done: i64 = committed(&brokers, "rebalance")
+            .values()
+            .map(|o| o.unwrap_or(0))
+            .sum();
         if done as u64 == TOTAL || tokio::time::Instant::now() > deadline {
             break;
         }

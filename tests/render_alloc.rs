@@ -1,49 +1,14 @@
 //! Proves the render path allocates nothing per event once warm (performance.md): a counting
 //! global allocator, own test binary, counting only on the rendering thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod counting_alloc;
+
+use counting_alloc::allocations;
 
 use bytes::BytesMut;
 use plura_forwarder::event::{decode, DecodeOptions};
 use plura_forwarder::render::settings::{Protocol, SettingsInput};
 use plura_forwarder::render::{RenderContext, Rendered, Renderer};
-
-struct Counting;
-
-thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ON.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if ON.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations(f: impl FnOnce()) -> usize {
-    COUNT.with(|c| c.set(0));
-    ON.with(|o| o.set(true));
-    f();
-    ON.with(|o| o.set(false));
-    COUNT.with(Cell::get)
-}
 
 const WEB: &[u8] = include_bytes!("fixtures/web_detect.json");
 const NOW_US: i64 = 1_655_351_055_123_456;

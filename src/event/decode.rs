@@ -98,8 +98,8 @@ pub fn decode<'a>(
     }
     // One UTF-8 check of the whole payload; parsing from a `str` then spares serde_json a
     // second check of every raw value (it was 6 % of the service's CPU).
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| Invalid::NotJson(format!("not UTF-8: {e}")))?;
+    let text =
+        std::str::from_utf8(payload).map_err(|e| Invalid::NotJson(format!("not UTF-8: {e}")))?;
     let mut de = serde_json::Deserializer::from_str(text);
     let raw = de.deserialize_map(EventVisitor).map_err(|e| {
         // The visitor reports type errors through a marker message; anything else is bad JSON.
