@@ -194,21 +194,57 @@ fn spawn(
             for (i, r) in receivers.iter().enumerate() {
                 dests = dests.replace(&format!("{{addr{i}}}"), &r.addr().to_string());
             }
-            let toml = format!(
-                "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\ntopics = [\"{topic}\"]\n\
-                 [forwarder]\nhostname = \"bench\"\nshutdown_grace_s = 2\n\
-                 [admin]\nlisten = \"127.0.0.1:{admin}\"\n[compliance]\nmapping_file = \"{}\"\n{dests}",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/config/compliance.toml")
-            );
-            let path = dir.join("bench.toml");
-            std::fs::write(&path, toml)?;
-            cmd.arg("run").arg("-c").arg(path);
+            return spawn_product(&dests, brokers, topic, group, dir, admin);
         }
     }
     Ok(cmd.spawn()?)
 }
 
-fn stop(child: &mut Child) {
+/// Starts `plura-forwarder run` with `dests` (its `[[syslog]]` tables) on `topic`.
+///
+/// # Errors
+/// When the config cannot be written or the process cannot start.
+pub(super) fn spawn_product(
+    dests: &str,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    dir: &std::path::Path,
+    admin: u16,
+) -> anyhow::Result<Child> {
+    let toml = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\ntopics = [\"{topic}\"]\n\
+         [forwarder]\nhostname = \"bench\"\nshutdown_grace_s = 2\n\
+         [admin]\nlisten = \"127.0.0.1:{admin}\"\n[compliance]\nmapping_file = \"{}\"\n{dests}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/compliance.toml")
+    );
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, toml)?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env("RUST_LOG", "error");
+    cmd.arg("run").arg("-c").arg(path);
+    Ok(cmd.spawn()?)
+}
+
+/// A bare GET to the child's admin port; the whole response.
+pub(super) fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+pub(super) fn stop(child: &mut Child) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -232,7 +268,7 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(super) fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -8,11 +8,11 @@
 //! to last frame), so the group join is not counted, and the child's CPU time and peak RSS from
 //! `/proc`. Figures are medians of `--runs`; ratios are taken within the same run.
 //!
-//! Not measured here yet: latency at half load (it needs a live, rate-limited producer; the
-//! events here are produced before the run, so `end_to_end_seconds` would measure their age)
-//! and memory under a 1 %-rate receiver.
+//! Latency is measured last, on events produced live at half the measured TCP rate
+//! ([`latency`]). Not measured here yet: memory under a 1 %-rate receiver.
 
 pub mod baseline;
+mod latency;
 mod measure;
 
 use std::time::Duration;
@@ -43,6 +43,9 @@ pub struct BenchOptions {
     /// Only these scenarios (comma-separated names); default all.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Seconds of the latency run at half the measured TCP RFC 5424 rate (0: skip it).
+    #[arg(long, default_value_t = 5)]
+    pub latency_secs: u64,
     /// Internal: run the minimal forwarder `brokers,group,topic,addr,tcp|udp` until stopped.
     #[arg(long, hide = true)]
     pub baseline_worker: Option<String>,
@@ -86,6 +89,21 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     }
     check_retained(&brokers, opts.partitions, opts.events)?;
     print_table(&results, bytes, opts.events);
+    let max_rate = results
+        .iter()
+        .find(|(n, _)| *n == "product-tcp-rfc5424")
+        .map(|(_, s)| median(s.iter().map(|x| x.events_per_s).collect()));
+    if let (Some(max), true) = (max_rate, opts.latency_secs > 0) {
+        let live = "bench-live";
+        kafka.create_topic(live, opts.partitions)?;
+        let rate = (max / 2.0) as u64;
+        let l = latency::at_rate(&brokers, live, "bench-latency", rate, opts.latency_secs).await?;
+        println!(
+            "latency at half load (asked {rate} ev/s, produced {:.0} ev/s for {} s, TCP RFC 5424): \
+             p50 {:.1} ms, p99 {:.1} ms (target p99 < 50 ms); received {} of {}",
+            l.rate, opts.latency_secs, l.p50_ms, l.p99_ms, l.received, l.produced
+        );
+    }
     drop(kafka);
     Ok(())
 }

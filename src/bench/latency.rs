@@ -1,0 +1,179 @@
+//! Latency at a fixed rate: the product consumes events produced live at `rate` events/s (half
+//! its measured maximum, per performance.md), and `end_to_end_seconds` (Kafka timestamp to
+//! socket write, the oldest event of each batch) is read from its `/metrics`.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use super::measure::{free_port, http_get, spawn_product, stop};
+use crate::event::ALL_PAIRS;
+use crate::receiver::{Receiver, Split};
+use crate::sample;
+
+/// What one latency run saw.
+#[derive(Debug, Clone, Default)]
+pub struct Latency {
+    /// Events produced per second (achieved).
+    pub rate: f64,
+    /// Events produced, and frames received.
+    pub produced: u64,
+    /// Frames received.
+    pub received: usize,
+    /// Quantiles of `end_to_end_seconds`, in ms (histogram interpolation, as Prometheus does).
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+/// Produces to `topic` at `rate` events/s for `secs` seconds while the product forwards them.
+///
+/// # Errors
+/// When the receiver, the producer or the child cannot start, or the child never gets ready.
+pub async fn at_rate(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<Latency> {
+    let rx = Receiver::tcp(Split::OctetCounting).await?;
+    let admin = free_port()?;
+    let dir = std::env::temp_dir().join(format!("plura-bench-latency-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let dest = format!(
+        "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{}\"\n",
+        rx.addr()
+    );
+    let mut child = spawn_product(&dest, brokers, topic, group, &dir, admin)?;
+    let ready = async {
+        for _ in 0..600 {
+            if http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    if !ready.await {
+        stop(&mut child);
+        anyhow::bail!("the forwarder did not get ready within 30 s");
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "2000000")
+        .create()?;
+    let payloads: Vec<Vec<u8>> = (0..240u64)
+        .map(|seq| {
+            let (t, c) = ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize];
+            serde_json::to_vec(&sample::event(t, c, seq, ((seq * 7919) % 900) as usize))
+                .unwrap_or_default()
+        })
+        .collect();
+    // 100 ticks a second, each producing its share; a tick that runs late catches up.
+    let start = Instant::now();
+    let total = rate * secs;
+    let mut produced = 0u64;
+    let mut pending = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while produced < total {
+        tick.tick().await;
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while produced < due.min(total) {
+            let payload = &payloads[(produced % payloads.len() as u64) as usize];
+            let key = produced.to_le_bytes();
+            let rec = FutureRecord::to(topic).payload(payload).key(&key[..]);
+            match producer.send_result(rec) {
+                Ok(f) => pending.push(f),
+                Err((e, _)) => anyhow::bail!("producing: {e}"),
+            }
+            produced += 1;
+        }
+    }
+    let achieved = produced as f64 / start.elapsed().as_secs_f64();
+    for f in pending {
+        let _ = f.await;
+    }
+    rx.wait_for(produced as usize, Duration::from_secs(30))
+        .await;
+    let (p50_ms, p99_ms) =
+        http_get(admin, "/metrics").map_or((f64::NAN, f64::NAN), |m| quantiles(&m));
+    stop(&mut child);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Latency {
+        rate: achieved,
+        produced,
+        received: rx.count(),
+        p50_ms,
+        p99_ms,
+    })
+}
+
+/// p50 and p99 of `end_to_end_seconds` summed over destinations, interpolated inside the
+/// bucket as Prometheus' `histogram_quantile` does.
+fn quantiles(metrics: &str) -> (f64, f64) {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("plura_forwarder_end_to_end_seconds_bucket{"))
+    {
+        let Some(le) = line.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::NAN)
+        };
+        let count: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0.0);
+        match buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some(b) => b.1 += count,
+            None => buckets.push((le, count)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let q = |q: f64| {
+        let want = q * total;
+        let mut prev = (0.0, 0.0);
+        for &(le, c) in &buckets {
+            if c >= want {
+                if le.is_infinite() {
+                    return prev.0 * 1000.0;
+                }
+                let frac = if c > prev.1 {
+                    (want - prev.1) / (c - prev.1)
+                } else {
+                    1.0
+                };
+                return (prev.0 + (le - prev.0) * frac) * 1000.0;
+            }
+            prev = (le, c);
+        }
+        f64::NAN
+    };
+    if total == 0.0 {
+        (f64::NAN, f64::NAN)
+    } else {
+        (q(0.5), q(0.99))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quantiles_interpolate_inside_the_bucket() {
+        let m = "plura_forwarder_end_to_end_seconds_bucket{destination=\"d\",le=\"0.001\"} 50\n\
+                 plura_forwarder_end_to_end_seconds_bucket{destination=\"d\",le=\"0.01\"} 100\n\
+                 plura_forwarder_end_to_end_seconds_bucket{destination=\"d\",le=\"+Inf\"} 100\n";
+        let (p50, p99) = super::quantiles(m);
+        assert!((p50 - 1.0).abs() < 1e-9, "{p50}");
+        assert!((p99 - 9.82).abs() < 1e-9, "{p99}");
+    }
+}
