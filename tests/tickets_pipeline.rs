@@ -108,6 +108,7 @@ min_risk = 7
     };
     let (result, (unauthorised, history)) = tokio::join!(serve, check);
     result.expect("service");
+    assert_nothing_deleted(&brokers);
 
     let posted = posts(&mock);
     assert_eq!(
