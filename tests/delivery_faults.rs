@@ -10,19 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use delivery_util::*;
 use plura_forwarder::receiver::{Receiver, Split};
-use plura_forwarder::source::embedded::EmbeddedKafka;
-
-fn start_kafka() -> EmbeddedKafka {
-    let mut topics: Vec<(&str, i32)> = TOPICS.iter().map(|t| (*t, PARTITIONS)).collect();
-    topics.push(("plura.forwarder.dlq", 1));
-    EmbeddedKafka::start(&topics).expect("mock cluster")
-}
-
-fn dest(name: &str, addr: std::net::SocketAddr) -> String {
-    format!(
-        "[[syslog]]\nname = \"{name}\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\ninclude_raw_log = true\naddress = \"{addr}\"\n"
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_resetting_every_n_frames_loses_nothing() {

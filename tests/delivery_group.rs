@@ -12,21 +12,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use delivery_util::*;
 use plura_forwarder::receiver::{Receiver, Split};
-use plura_forwarder::source::embedded::EmbeddedKafka;
 
 const BIN: &str = env!("CARGO_BIN_EXE_plura-forwarder");
-
-fn start_kafka() -> EmbeddedKafka {
-    let mut topics: Vec<(&str, i32)> = TOPICS.iter().map(|t| (*t, PARTITIONS)).collect();
-    topics.push(("plura.forwarder.dlq", 1));
-    EmbeddedKafka::start(&topics).expect("mock cluster")
-}
-
-fn dest(name: &str, addr: std::net::SocketAddr) -> String {
-    format!(
-        "[[syslog]]\nname = \"{name}\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\ninclude_raw_log = true\naddress = \"{addr}\"\n"
-    )
-}
 
 fn spawn_child(cfg: &std::path::Path, log: &std::path::Path) -> Child {
     Command::new(BIN)
@@ -89,17 +76,7 @@ async fn the_binary_killed_with_sigkill_mid_stream_and_restarted_loses_nothing()
     let covered = wait_covers(|| rx.frames(), 0..TOTAL, Duration::from_secs(90)).await;
     // The dead process's kernel may well have delivered everything it had written (its socket
     // buffer outlives it): wait until the second one has taken over and committed it all.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while Instant::now() < deadline {
-        let c: i64 = committed(&brokers, "kill9")
-            .values()
-            .map(|o| o.unwrap_or(0))
-            .sum();
-        if c as u64 == TOTAL {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_committed(&brokers, "kill9", TOTAL, Duration::from_secs(90)).await;
     // SAFETY: plain kill(2) on our own child.
     let rc = unsafe { libc::kill(second.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);
@@ -172,17 +149,7 @@ async fn a_second_instance_joining_and_leaving_under_load_loses_nothing() {
     let covered = wait_covers(|| rx.frames(), 0..TOTAL, Duration::from_secs(90)).await;
     // Under load the group may still be rebalancing after B left (commits then fail with
     // RebalanceInProgress and are retried): give A's commits time to land before stopping it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let done: i64 = committed(&brokers, "rebalance")
-            .values()
-            .map(|o| o.unwrap_or(0))
-            .sum();
-        if done as u64 == TOTAL || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_committed(&brokers, "rebalance", TOTAL, Duration::from_secs(60)).await;
     a.stop().await;
     assert_nothing_deleted(&brokers);
     let t = Tally::of(&rx.frames());

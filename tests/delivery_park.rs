@@ -11,21 +11,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use delivery_util::*;
 use plura_forwarder::receiver::{Receiver, Split};
-use plura_forwarder::source::embedded::EmbeddedKafka;
 
 const RETRY: &str = "plura.forwarder.retry";
-
-fn start_kafka() -> EmbeddedKafka {
-    let mut topics: Vec<(&str, i32)> = TOPICS.iter().map(|t| (*t, PARTITIONS)).collect();
-    topics.push(("plura.forwarder.dlq", 1));
-    EmbeddedKafka::start(&topics).expect("mock cluster")
-}
-
-fn dest(name: &str, addr: std::net::SocketAddr) -> String {
-    format!(
-        "[[syslog]]\nname = \"{name}\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\ninclude_raw_log = true\naddress = \"{addr}\"\n"
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_destination_is_parked_and_fed_back_while_the_other_keeps_its_speed() {

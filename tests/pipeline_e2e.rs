@@ -16,17 +16,10 @@ use plura_forwarder::receiver::{Receiver, Split};
 use plura_forwarder::render::settings::Format;
 use plura_forwarder::render::{RenderContext, Rendered, Renderer};
 use plura_forwarder::sample::group_of;
-use plura_forwarder::source::embedded::EmbeddedKafka;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message};
 use serde_json::Value;
-
-fn start_kafka() -> EmbeddedKafka {
-    let mut topics: Vec<(&str, i32)> = TOPICS.iter().map(|t| (*t, PARTITIONS)).collect();
-    topics.push(("plura.forwarder.dlq", 1));
-    EmbeddedKafka::start(&topics).expect("mock cluster")
-}
 
 /// The send time written in a frame's header, in µs (tz = "Z" in every test destination).
 fn header_time_us(frame: &[u8], format: Format) -> i64 {

@@ -12,10 +12,6 @@ use common::*;
 use plura_forwarder::receiver::{Receiver, Split};
 use plura_forwarder::source::embedded::EmbeddedKafka;
 
-fn dest(name: &str, addr: std::net::SocketAddr) -> String {
-    format!("[[syslog]]\nname = \"{name}\"\nprotocol = \"tcp\"\ninclude_raw_log = true\naddress = \"{addr}\"\n")
-}
-
 fn seqs(r: &Receiver) -> BTreeSet<u64> {
     r.frames().iter().filter_map(|f| seq_of(f)).collect()
 }

@@ -17,6 +17,36 @@ use tokio_util::sync::CancellationToken;
 pub const TOPICS: [&str; 3] = ["plura.detect", "plura.defense", "plura.usage"];
 pub const PARTITIONS: i32 = 3;
 
+/// The mock cluster with the three event topics and the dead-letter topic.
+pub fn start_kafka() -> plura_forwarder::source::embedded::EmbeddedKafka {
+    let mut topics: Vec<(&str, i32)> = TOPICS.iter().map(|t| (*t, PARTITIONS)).collect();
+    topics.push(("plura.forwarder.dlq", 1));
+    plura_forwarder::source::embedded::EmbeddedKafka::start(&topics).expect("mock cluster")
+}
+
+/// A TCP RFC 5424 destination with the raw log (so that frames carry their sample id).
+pub fn dest(name: &str, addr: std::net::SocketAddr) -> String {
+    format!(
+        "[[syslog]]\nname = \"{name}\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\ninclude_raw_log = true\naddress = \"{addr}\"\n"
+    )
+}
+
+/// Waits until the group's committed offsets add up to `total` (or `within` passes); returns
+/// the sum.
+pub async fn wait_committed(brokers: &str, group: &str, total: u64, within: Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let done: i64 = committed(brokers, group)
+            .values()
+            .map(|o| o.unwrap_or(0))
+            .sum();
+        if done as u64 == total || tokio::time::Instant::now() > deadline {
+            return done as u64;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The `[kafka]` and `[forwarder]` tables of a test config; destinations are appended.
 pub fn base_toml(brokers: &str, group: &str) -> String {
     format!(
