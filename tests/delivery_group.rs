@@ -67,10 +67,7 @@ async fn the_binary_killed_with_sigkill_mid_stream_and_restarted_loses_nothing()
     first.kill().expect("SIGKILL");
     let _ = first.wait();
     let at_kill = rx.count();
-    let committed_at_kill: i64 = committed(&brokers, "kill9")
-        .values()
-        .map(|o| o.unwrap_or(0))
-        .sum();
+    let committed_at_kill: i64 = committed_total(&brokers, "kill9");
 
     let mut second = spawn_child(&cfg, &dir.path().join("second.log"));
     let covered = wait_covers(|| rx.frames(), 0..TOTAL, Duration::from_secs(90)).await;
@@ -118,10 +115,7 @@ async fn the_binary_killed_with_sigkill_mid_stream_and_restarted_loses_nothing()
         status.success(),
         "the second process exits 0 on SIGTERM: {status:?}"
     );
-    let committed: i64 = committed(&brokers, "kill9")
-        .values()
-        .map(|o| o.unwrap_or(0))
-        .sum();
+    let committed: i64 = committed_total(&brokers, "kill9");
     assert_eq!(
         committed as u64, TOTAL,
         "everything committed after the clean stop"
@@ -169,10 +163,7 @@ async fn a_second_instance_joining_and_leaving_under_load_loses_nothing() {
         &missing[..missing.len().min(20)]
     );
     assert!(rx.connections() >= 2, "the second instance took part");
-    let committed: i64 = committed(&brokers, "rebalance")
-        .values()
-        .map(|o| o.unwrap_or(0))
-        .sum();
+    let committed: i64 = committed_total(&brokers, "rebalance");
     assert_eq!(committed as u64, TOTAL);
 }
 
@@ -215,9 +206,6 @@ async fn two_instances_on_one_topic_cover_every_event_between_them() {
         missing.len()
     );
     assert!(t1.frames > 0 && t2.frames > 0, "both instances worked");
-    let committed: i64 = committed(&brokers, "scale")
-        .values()
-        .map(|o| o.unwrap_or(0))
-        .sum();
+    let committed: i64 = committed_total(&brokers, "scale");
     assert_eq!(committed as u64, TOTAL);
 }

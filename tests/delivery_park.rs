@@ -138,10 +138,7 @@ async fn a_dead_destination_is_parked_and_fed_back_while_the_other_keeps_its_spe
         0,
         "steady was never parked"
     );
-    let committed: i64 = committed(&brokers, "park")
-        .values()
-        .map(|o| o.unwrap_or(0))
-        .sum();
+    let committed: i64 = committed_total(&brokers, "park");
     assert_eq!(
         committed as u64, all.end,
         "the main topics are fully committed"
@@ -180,10 +177,7 @@ async fn a_stalled_destination_is_parked_after_park_after_ms_and_fed_back_once_i
     let steady_ok = wait_covers(|| steady.frames(), 0..TOTAL, Duration::from_secs(60)).await;
     let steady_took = t.elapsed();
     let parked_while_stalled = topic_records(&brokers, &format!("{RETRY}.stalled"));
-    let committed_while_stalled: i64 = committed(&brokers, "stall")
-        .values()
-        .map(|o| o.unwrap_or(0))
-        .sum();
+    let committed_while_stalled: i64 = committed_total(&brokers, "stall");
     assert!(
         steady_ok,
         "the steady destination was held up by the stalled one"
@@ -193,10 +187,7 @@ async fn a_stalled_destination_is_parked_after_park_after_ms_and_fed_back_once_i
     // Let the last commits happen.
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let c: i64 = committed(&brokers, "stall")
-            .values()
-            .map(|o| o.unwrap_or(0))
-            .sum();
+        let c: i64 = committed_total(&brokers, "stall");
         if c as u64 == TOTAL {
             break;
         }
@@ -207,10 +198,7 @@ async fn a_stalled_destination_is_parked_after_park_after_ms_and_fed_back_once_i
     let s = Tally::of(&stalled.frames());
     let parked = topic_records(&brokers, &format!("{RETRY}.stalled"));
     let unparked = committed_sum(&brokers, "stall.retry", &format!("{RETRY}.stalled"));
-    let committed: i64 = committed(&brokers, "stall")
-        .values()
-        .map(|o| o.unwrap_or(0))
-        .sum();
+    let committed: i64 = committed_total(&brokers, "stall");
     eprintln!(
         "stall: steady got {TOTAL} in {:.2} s while the other was stalled; parked {parked_while_stalled} then, \
          main topics committed {committed_while_stalled} then (the stalled sink's queued frames hold the rest); \

@@ -36,10 +36,7 @@ pub fn dest(name: &str, addr: std::net::SocketAddr) -> String {
 pub async fn wait_committed(brokers: &str, group: &str, total: u64, within: Duration) -> u64 {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let done: i64 = committed(brokers, group)
-            .values()
-            .map(|o| o.unwrap_or(0))
-            .sum();
+        let done = committed_total(brokers, group);
         if done as u64 == total || tokio::time::Instant::now() > deadline {
             return done as u64;
         }
@@ -201,6 +198,14 @@ pub fn committed(brokers: &str, group: &str) -> BTreeMap<(String, i32), Option<i
     // The list holds references into the client: drop it first (librdkafka's destroy waits).
     drop(got);
     out
+}
+
+/// How many events the group has committed on the event topics (nothing committed counts 0).
+pub fn committed_total(brokers: &str, group: &str) -> i64 {
+    committed(brokers, group)
+        .values()
+        .map(|o| o.unwrap_or(0))
+        .sum()
 }
 
 /// The sample sequence number a frame carries: in its raw log (`…?id=<seq> HTTP/1.1`), or
