@@ -173,31 +173,32 @@ fn spawn(
     dir: &std::path::Path,
     admin: u16,
 ) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "error");
     match s.kind {
         Kind::Baseline(t) => {
             let t = if t == Transport::Udp { "udp" } else { "tcp" };
             let addr = receivers[0].addr();
-            cmd.args([
-                "bench",
-                "--baseline-worker",
-                &format!("{brokers},{group},{topic},{addr},{t}"),
-            ]);
+            let worker = format!("{brokers},{group},{topic},{addr},{t}");
+            Ok(quiet(Command::new(std::env::current_exe()?))
+                .args(["bench", "--baseline-worker", &worker])
+                .spawn()?)
         }
         Kind::Product(dests) => {
             let mut dests = dests.to_owned();
             for (i, r) in receivers.iter().enumerate() {
                 dests = dests.replace(&format!("{{addr{i}}}"), &r.addr().to_string());
             }
-            return spawn_product(&dests, brokers, topic, group, dir, admin);
+            spawn_product(&dests, brokers, topic, group, dir, admin)
         }
     }
-    Ok(cmd.spawn()?)
+}
+
+/// A child with no standard streams and errors-only logging: the harness reads `/proc`.
+fn quiet(mut cmd: Command) -> Command {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env("RUST_LOG", "error");
+    cmd
 }
 
 /// Starts `plura-forwarder run` with `dests` (its `[[syslog]]` tables) on `topic`.
@@ -220,13 +221,11 @@ pub(super) fn spawn_product(
     );
     let path = dir.join("bench.toml");
     std::fs::write(&path, toml)?;
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "error");
-    cmd.arg("run").arg("-c").arg(path);
-    Ok(cmd.spawn()?)
+    Ok(quiet(Command::new(std::env::current_exe()?))
+        .arg("run")
+        .arg("-c")
+        .arg(path)
+        .spawn()?)
 }
 
 /// A bare GET to the child's admin port; the whole response.
