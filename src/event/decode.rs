@@ -1,12 +1,11 @@
-//! Payload → [`Event`]: one pass of serde_json over the object, values kept as raw slices
-//! and unescaped only when they contain escapes.
+//! Payload → [`Event`]: one pass of [`super::scan`] over the object, values kept as slices of
+//! the payload and unescaped only when they contain escapes.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use serde::de;
 
+use super::scan::{Kind, Members, ScanError};
 use super::{json_str, Category, Event, Field, LogType, Value};
 
 /// What decoding needs besides the payload.
@@ -96,27 +95,23 @@ pub fn decode<'a>(
             Err(e) => Invalid::NotJson(e.to_string()),
         });
     }
-    // One UTF-8 check of the whole payload; parsing from a `str` then spares serde_json a
-    // second check of every raw value (it was 6 % of the service's CPU).
-    let text =
-        std::str::from_utf8(payload).map_err(|e| Invalid::NotJson(format!("not UTF-8: {e}")))?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let raw = de.deserialize_map(EventVisitor).map_err(|e| {
-        // The visitor reports type errors through a marker message; anything else is bad JSON.
-        let msg = e.to_string();
-        match msg
-            .strip_prefix(WRONG_TYPE)
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            Some(name) => Invalid::WrongType(Field::from_name(name).map_or("?", Field::name)),
-            None => Invalid::NotJson(msg),
+    // One UTF-8 check of the whole payload (SIMD); the scanner then works on a `str`.
+    let text = match simdutf8::basic::from_utf8(payload) {
+        Ok(t) => t,
+        Err(_) => {
+            let e = std::str::from_utf8(payload).err();
+            return Err(Invalid::NotJson(match e {
+                Some(e) => format!("not UTF-8: {e}"),
+                None => "not UTF-8".to_owned(),
+            }));
         }
+    };
+    let raw = members(text).map_err(|e| match e {
+        Failure::WrongType(f) => Invalid::WrongType(f.name()),
+        Failure::Syntax(e) => not_json(text, e),
     })?;
-    de.end().map_err(|e| Invalid::NotJson(e.to_string()))?;
     classify(raw, key, opts)
 }
-
-const WRONG_TYPE: &str = "wrong-type:";
 
 fn classify<'a>(
     mut ev: Event<'a>,
@@ -157,68 +152,52 @@ fn classify<'a>(
     Ok(ev)
 }
 
-struct EventVisitor;
-
-impl<'de> Visitor<'de> for EventVisitor {
-    type Value = Event<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event<'de>, A::Error> {
-        // Classification is filled in by `classify` once every field is known.
-        let mut ev = Event::new(LogType::Detect, Category::Host);
-        while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
-            let raw: &'de RawValue = map.next_value()?;
-            let known = Field::from_name(&name);
-            let value = match parse_value(raw.get()) {
-                Some(v) => v,
-                None => continue, // null
-            };
-            match (known, value) {
-                (Some(f), Value::Raw(_)) => {
-                    return Err(de::Error::custom(format_args!("{WRONG_TYPE}{} ", f.name())))
-                }
-                (Some(f), v) => ev.set(f, Some(v)),
-                (None, v) => ev.push_extra(name, v),
-            }
-        }
-        Ok(ev)
-    }
+enum Failure {
+    Syntax(ScanError),
+    WrongType(Field),
 }
 
-/// Turns one raw JSON value into a [`Value`]; `None` for null.
-fn parse_value(raw: &str) -> Option<Value<'_>> {
-    match raw.as_bytes().first()? {
-        b'"' => json_str::unescape(raw).map(Value::Str),
-        b'n' => None,
-        b't' => Some(Value::Bool(true)),
-        b'f' => Some(Value::Bool(false)),
-        b'{' | b'[' => Some(Value::Raw(raw)),
-        _ => Some(Value::Num(raw)),
+/// Reads every member into an event (classification is filled in by `classify`).
+fn members(text: &str) -> Result<Event<'_>, Failure> {
+    let mut ev = Event::new(LogType::Detect, Category::Host);
+    let mut scan = Members::new(text).map_err(Failure::Syntax)?;
+    while let Some(m) = scan.next_member().map_err(Failure::Syntax)? {
+        let name = string(m.key, m.key_escaped).map_err(Failure::Syntax)?;
+        let value = match m.kind {
+            Kind::Null => continue,
+            Kind::Bool(b) => Value::Bool(b),
+            Kind::Num => Value::Num(m.value),
+            Kind::Nested => Value::Raw(m.value),
+            Kind::Str { escaped } => Value::Str(string(m.value, escaped).map_err(Failure::Syntax)?),
+        };
+        match (Field::from_name(&name), value) {
+            (Some(f), Value::Raw(_)) => return Err(Failure::WrongType(f)),
+            (Some(f), v) => ev.set(f, Some(v)),
+            (None, v) => ev.push_extra(name, v),
+        }
     }
+    Ok(ev)
 }
 
-/// A map key that borrows from the payload when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
+/// A string token's text: borrowed without escapes, unescaped otherwise.
+fn string(token: &str, escaped: bool) -> Result<Cow<'_, str>, ScanError> {
+    let bad = ScanError {
+        at: 0,
+        what: "invalid string",
+    };
+    if escaped {
+        return json_str::unescape(token).ok_or(bad);
+    }
+    let inner = token.get(1..token.len().saturating_sub(1)).ok_or(bad)?;
+    Ok(Cow::Borrowed(inner))
+}
 
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
+/// The error for a payload that is not JSON: serde_json's wording (line and column) when it
+/// agrees, the scanner's otherwise.
+fn not_json(text: &str, e: ScanError) -> Invalid {
+    match serde_json::from_str::<de::IgnoredAny>(text) {
+        Err(se) => Invalid::NotJson(se.to_string()),
+        Ok(_) => Invalid::NotJson(format!("{} at byte {}", e.what, e.at)),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 /// Unescapes `raw`, a complete JSON string token including its quotes (already validated by
-/// serde_json's RawValue scan). Borrows when the string has no escapes.
+/// [`super::scan`]). Borrows when the string has no escapes.
 pub(crate) fn unescape(raw: &str) -> Option<Cow<'_, str>> {
     let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
     if memchr::memchr(b'\\', inner.as_bytes()).is_none() {

@@ -7,6 +7,7 @@ mod classify;
 mod decode;
 mod field;
 mod json_str;
+mod scan;
 
 pub use classify::{Category, LogType, ALL_PAIRS};
 pub use decode::{decode, DecodeOptions, Invalid};
