@@ -6,14 +6,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer};
 use std::collections::VecDeque;
+use std::future::Future as _;
 
-use rdkafka::message::{BorrowedHeaders, OwnedHeaders, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::park::{self, Parker};
 use super::retry::{self, RetryFeed, RetryTarget};
-use super::{DeadLetter, Input, Pipeline, TopicOptions};
+use super::{DeadLetter, Headers, Input, Pipeline, TopicOptions};
 use crate::ack::PartitionTracker;
 use crate::config::Config;
 use crate::event::LogType;
@@ -181,7 +182,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut held: VecDeque<OwnedMessage> = VecDeque::new();
     loop {
         if let Some(m) = held.pop_front() {
-            let headers = m.headers().map(OwnedHeaders::as_borrowed);
+            let headers = m.headers().map_or(Headers::None, Headers::Owned);
             let input = input_of(&m, headers);
             let tracker = cache.get(&src.trackers, m.topic(), m.partition());
             if handle_polling(
@@ -213,7 +214,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             }
         };
         let tracker = cache.get(&src.trackers, msg.topic(), msg.partition());
-        let input = input_of(&msg, msg.headers());
+        let input = input_of(&msg, Headers::Borrowed(&msg));
         if handle_polling(
             &mut pipeline,
             input,
@@ -264,7 +265,7 @@ const PAUSE_AFTER: Duration = Duration::from_secs(1);
 /// At most this many messages fetched before the pause took effect are kept while paused.
 const HELD_MAX: usize = 10_000;
 
-fn input_of<'a, M: Message>(m: &'a M, headers: Option<&'a BorrowedHeaders>) -> Input<'a> {
+fn input_of<'a, M: Message>(m: &'a M, headers: Headers<'a>) -> Input<'a> {
     Input {
         topic: m.topic(),
         partition: m.partition(),
@@ -290,6 +291,15 @@ async fn handle_polling(
 ) -> bool {
     let handled = pipeline.handle(input, tracker);
     tokio::pin!(handled);
+    // Most events are handed over without waiting: no timer or select for them (creating the
+    // pause timer read the clock once per event).
+    let ready = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(handled.as_mut().poll(cx).is_ready())
+    })
+    .await;
+    if ready {
+        return false;
+    }
     let mut paused = None;
     let stopped = loop {
         tokio::select! {
