@@ -132,7 +132,7 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
         max_bytes: spec.batch_max_bytes,
         linger: spec.batch_linger,
     };
-    let batcher = Batcher::new(rx, limits, closing.clone());
+    let batcher = Batcher::new(rx, limits, closing.clone(), Arc::clone(&shared));
     let _ = shared.reclaim.set(batcher.shared_rx());
     let stop = hard_stop.clone();
     let up = metrics::gauge!(crate::metrics::DESTINATION_UP, "destination" => spec.name.clone());

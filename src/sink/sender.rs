@@ -53,6 +53,7 @@ impl SinkSender {
         match self.tx.try_send(f) {
             Ok(()) => {
                 Shared::add(&self.shared.accepted, 1);
+                self.shared.batch_wake.queued(self.queued());
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(f)) => Err(SendRefused::Full(f)),
@@ -69,6 +70,7 @@ impl SinkSender {
         match self.tx.send_timeout(f, wait).await {
             Ok(()) => {
                 Shared::add(&self.shared.accepted, 1);
+                self.shared.batch_wake.queued(self.queued());
                 Ok(())
             }
             Err(mpsc::error::SendTimeoutError::Timeout(f)) => Err(SendRefused::Full(f)),

@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     pub reconnects: AtomicU64,
     /// The destination's queue, for taking queued frames back (parking).
     pub reclaim: std::sync::OnceLock<super::batch::SharedRx>,
+    /// Wakes the lingering batcher once a full batch is queued (see [`super::batch`]).
+    pub batch_wake: super::batch::BatchWake,
 }
 
 impl Shared {
