@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use super::measure::{free_port, http_get, spawn_product, stop};
+use super::measure::{free_port, http_get, spawn_product, stop, wait_ready};
 use crate::event::ALL_PAIRS;
 use crate::receiver::{Receiver, Split};
 use crate::sample;
@@ -47,19 +47,37 @@ pub async fn at_rate(
         rx.addr()
     );
     let mut child = spawn_product(&dest, brokers, topic, group, &dir, admin)?;
-    let ready = async {
-        for _ in 0..600 {
-            if http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    };
-    if !ready.await {
+    if !wait_ready(admin).await {
         stop(&mut child);
         anyhow::bail!("the forwarder did not get ready within 30 s");
     }
+    let (produced, achieved) = produce_live(brokers, topic, rate, secs).await?;
+    rx.wait_for(produced as usize, Duration::from_secs(30))
+        .await;
+    let (p50_ms, p99_ms) =
+        http_get(admin, "/metrics").map_or((f64::NAN, f64::NAN), |m| quantiles(&m));
+    stop(&mut child);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Latency {
+        rate: achieved,
+        produced,
+        received: rx.count(),
+        p50_ms,
+        p99_ms,
+    })
+}
+
+/// Produces sample events to `topic` at `rate` events/s for `secs` seconds; returns the events
+/// produced and the rate achieved. Waits for every delivery report.
+///
+/// # Errors
+/// When the producer cannot be created or refuses a record.
+pub(super) async fn produce_live(
+    brokers: &str,
+    topic: &str,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<(u64, f64)> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
@@ -96,19 +114,7 @@ pub async fn at_rate(
     for f in pending {
         let _ = f.await;
     }
-    rx.wait_for(produced as usize, Duration::from_secs(30))
-        .await;
-    let (p50_ms, p99_ms) =
-        http_get(admin, "/metrics").map_or((f64::NAN, f64::NAN), |m| quantiles(&m));
-    stop(&mut child);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(Latency {
-        rate: achieved,
-        produced,
-        received: rx.count(),
-        p50_ms,
-        p99_ms,
-    })
+    Ok((produced, achieved))
 }
 
 /// p50 and p99 of `end_to_end_seconds` summed over destinations, interpolated inside the

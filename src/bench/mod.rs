@@ -9,11 +9,12 @@
 //! `/proc`. Figures are medians of `--runs`; ratios are taken within the same run.
 //!
 //! Latency is measured last, on events produced live at half the measured TCP rate
-//! ([`latency`]). Not measured here yet: memory under a 1 %-rate receiver.
+//! ([`latency`]), then memory with a receiver reading 1 % of a live input ([`memory`]).
 
 pub mod baseline;
 mod latency;
 mod measure;
+mod memory;
 
 use std::time::Duration;
 
@@ -46,6 +47,10 @@ pub struct BenchOptions {
     /// Seconds of the latency run at half the measured TCP RFC 5424 rate (0: skip it).
     #[arg(long, default_value_t = 5)]
     pub latency_secs: u64,
+    /// Seconds of the memory run: input at 10 % of the measured TCP rate, a receiver reading 1 %
+    /// of it (0: skip).
+    #[arg(long, default_value_t = 60)]
+    pub memory_secs: u64,
     /// Internal: run the minimal forwarder `brokers,group,topic,addr,tcp|udp` until stopped.
     #[arg(long, hide = true)]
     pub baseline_worker: Option<String>,
@@ -102,6 +107,18 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             "latency at half load (asked {rate} ev/s, produced {:.0} ev/s for {} s, TCP RFC 5424): \
              p50 {:.1} ms, p99 {:.1} ms (target p99 < 50 ms); received {} of {}",
             l.rate, opts.latency_secs, l.p50_ms, l.p99_ms, l.received, l.produced
+        );
+    }
+    if let (Some(max), true) = (max_rate, opts.memory_secs > 0) {
+        let live = "bench-memory";
+        kafka.create_topic(live, opts.partitions)?;
+        let input = (max / 10.0) as u64;
+        let m = memory::slow_receiver(&brokers, live, live, input, opts.memory_secs).await?;
+        println!(
+            "memory, input {:.0} ev/s for {} s, receiver reading {:.0} ev/s, default \
+             settings: peak RSS {:.0} MiB, {:.0} MiB at the end (target < 256 MiB); received {}, \
+             parked {}",
+            m.input_rate, opts.memory_secs, m.read_rate, m.peak_mb, m.end_mb, m.received, m.parked
         );
     }
     drop(kafka);
