@@ -42,6 +42,7 @@ pub mod compliance;
 pub mod config;
 pub mod event;
 pub mod logging;
+pub mod malloc;
 pub mod metrics;
 pub mod pipeline;
 pub mod receiver;

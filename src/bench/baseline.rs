@@ -30,7 +30,10 @@ pub fn run(
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
         .set("fetch.queue.backoff.ms", "10")
-        .set("fetch.wait.max.ms", super::measure::FETCH_WAIT_MS.to_string())
+        .set(
+            "fetch.wait.max.ms",
+            super::measure::FETCH_WAIT_MS.to_string(),
+        )
         .set("enable.partition.eof", "false")
         .create()?;
     consumer.subscribe(&[topic])?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use super::measure::{free_port, http_get, spawn_product, stop, wait_ready};
+use super::measure::{free_port, http_get, machine_ticks, spawn_product, stop, wait_ready};
 use crate::event::ALL_PAIRS;
 use crate::receiver::{Receiver, Split};
 use crate::sample;
@@ -25,6 +25,9 @@ pub struct Latency {
     pub p50_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
+    /// How busy the whole machine was while producing (0–1): the producer and the broker run
+    /// beside the forwarder.
+    pub machine_busy: f64,
 }
 
 /// Produces to `topic` at `rate` events/s for `secs` seconds while the product forwards them.
@@ -51,11 +54,21 @@ pub async fn at_rate(
         stop(&mut child);
         anyhow::bail!("the forwarder did not get ready within 30 s");
     }
+    let (busy0, total0) = machine_ticks();
     let (produced, achieved) = produce_live(brokers, topic, rate, secs).await?;
+    let (busy1, total1) = machine_ticks();
+    let machine_busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
     rx.wait_for(produced as usize, Duration::from_secs(30))
         .await;
-    let (p50_ms, p99_ms) =
-        http_get(admin, "/metrics").map_or((f64::NAN, f64::NAN), |m| quantiles(&m));
+    let metrics = http_get(admin, "/metrics").unwrap_or_default();
+    let (p50_ms, p99_ms) = quantiles(&metrics);
+    // The whole distribution, on the progress stream: the tail's shape tells stalls from queueing.
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("plura_forwarder_end_to_end_seconds_bucket{"))
+    {
+        eprintln!("  latency {line}");
+    }
     stop(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Latency {
@@ -64,6 +77,7 @@ pub async fn at_rate(
         received: rx.count(),
         p50_ms,
         p99_ms,
+        machine_busy,
     })
 }
 

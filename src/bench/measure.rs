@@ -19,6 +19,10 @@ enum Kind {
     Baseline(Transport),
     /// The product with these `[[syslog]]` tables (`{addr0}`… filled in).
     Product(&'static str),
+    /// This many product processes in one consumer group (scale-out), started together so
+    /// that the first assignment (after the broker's initial rebalance delay, 3 s) splits the
+    /// partitions between them.
+    Replicas(&'static str, usize),
 }
 
 /// A named scenario.
@@ -65,6 +69,11 @@ impl Scenario {
                 receivers: &[Tcp, Tcp, Tcp, Tcp],
             },
             Scenario {
+                name: "product-tcp-2-replicas",
+                kind: Kind::Replicas(TCP_5424, 2),
+                receivers: &[Tcp],
+            },
+            Scenario {
                 name: "baseline-udp",
                 kind: Kind::Baseline(Udp),
                 receivers: &[Udp],
@@ -83,9 +92,10 @@ impl Scenario {
 pub struct Sample {
     /// Frames per second over the receiving window, per destination.
     pub events_per_s: f64,
-    /// Child CPU time (user + system) per event over the window, all destinations together.
+    /// Child CPU time (user + system) per event over the window, all destinations (and
+    /// replicas) together.
     pub cpu_us_per_event: f64,
-    /// Child peak resident memory (VmHWM).
+    /// Child peak resident memory (VmHWM; replicas summed).
     pub peak_rss_mb: f64,
     /// Frames received, all destinations.
     pub received: usize,
@@ -120,8 +130,8 @@ pub async fn one(
         });
     }
     let dir = tempfile_dir()?;
-    let admin = free_port()?;
-    let mut child = spawn(s, brokers, topic, group, &receivers, &dir, admin)?;
+    let mut children = spawn(s, brokers, topic, group, &receivers, &dir)?;
+    let cpu = |children: &[Child]| children.iter().map(|c| cpu_ticks(c.id())).sum::<u64>();
     let expected = n as usize * receivers.len();
     let total = || receivers.iter().map(Receiver::count).sum::<usize>();
 
@@ -133,7 +143,7 @@ pub async fn one(
         let count = total();
         let now = Instant::now();
         if count > 0 && first.is_none() {
-            first = Some((now, cpu_ticks(child.id()), count));
+            first = Some((now, cpu(&children), count));
         }
         if count != last_count {
             (last_count, last_progress) = (count, now);
@@ -144,9 +154,11 @@ pub async fn one(
         }
     }
     let end = last_progress;
-    let cpu_end = cpu_ticks(child.id());
-    let rss = peak_rss_mb(child.id());
-    stop(&mut child);
+    let cpu_end = cpu(&children);
+    let rss = children.iter().map(|c| peak_rss_mb(c.id())).sum();
+    for c in &mut children {
+        stop(c);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let Some((t0, cpu0, c0)) = first else {
         anyhow::bail!("{}: nothing arrived within two minutes", s.name);
@@ -171,24 +183,27 @@ fn spawn(
     group: &str,
     receivers: &[Receiver],
     dir: &std::path::Path,
-    admin: u16,
-) -> anyhow::Result<Child> {
+) -> anyhow::Result<Vec<Child>> {
+    let product = |dests: &str, replica: usize| -> anyhow::Result<Child> {
+        let mut dests = dests.to_owned();
+        for (i, r) in receivers.iter().enumerate() {
+            dests = dests.replace(&format!("{{addr{i}}}"), &r.addr().to_string());
+        }
+        let dir = dir.join(replica.to_string());
+        std::fs::create_dir_all(&dir)?;
+        spawn_product(&dests, brokers, topic, group, &dir, free_port()?)
+    };
     match s.kind {
         Kind::Baseline(t) => {
             let t = if t == Transport::Udp { "udp" } else { "tcp" };
             let addr = receivers[0].addr();
             let worker = format!("{brokers},{group},{topic},{addr},{t}");
-            Ok(quiet(Command::new(std::env::current_exe()?))
+            Ok(vec![quiet(Command::new(std::env::current_exe()?))
                 .args(["bench", "--baseline-worker", &worker])
-                .spawn()?)
+                .spawn()?])
         }
-        Kind::Product(dests) => {
-            let mut dests = dests.to_owned();
-            for (i, r) in receivers.iter().enumerate() {
-                dests = dests.replace(&format!("{{addr{i}}}"), &r.addr().to_string());
-            }
-            spawn_product(&dests, brokers, topic, group, dir, admin)
-        }
+        Kind::Product(dests) => Ok(vec![product(dests, 0)?]),
+        Kind::Replicas(dests, n) => (0..n).map(|i| product(dests, i)).collect(),
     }
 }
 
@@ -205,7 +220,7 @@ fn quiet(mut cmd: Command) -> Command {
 /// that finds no data only after this wait, even when data arrives meanwhile (a real broker
 /// answers at once), so the default of 500 ms made latency under live load a measure of the
 /// mock (p50 0.5 s, p99 1 s) instead of the forwarder.
-pub(super) const FETCH_WAIT_MS: u32 = 10;
+pub(super) const FETCH_WAIT_MS: u32 = 2;
 
 /// Starts `plura-forwarder run` with `dests` (its `[[syslog]]` tables) on `topic`.
 ///
@@ -302,6 +317,25 @@ fn cpu_ticks(pid: u32) -> u64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     get(11) + get(12)
+}
+
+/// (busy, total) clock ticks of the whole machine since boot, from `/proc/stat`.
+pub(super) fn machine_ticks() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    // idle + iowait
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 fn clock_ticks_per_s() -> f64 {

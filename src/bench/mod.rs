@@ -47,6 +47,10 @@ pub struct BenchOptions {
     /// Seconds of the latency run at half the measured TCP RFC 5424 rate (0: skip it).
     #[arg(long, default_value_t = 5)]
     pub latency_secs: u64,
+    /// The latency run's rate, as a fraction of the measured TCP RFC 5424 rate (performance.md:
+    /// half).
+    #[arg(long, default_value_t = 0.5)]
+    pub latency_load: f64,
     /// Seconds of the memory run: input at 10 % of the measured TCP rate, a receiver reading 1 %
     /// of it (0: skip).
     #[arg(long, default_value_t = 60)]
@@ -101,12 +105,19 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     if let (Some(max), true) = (max_rate, opts.latency_secs > 0) {
         let live = "bench-live";
         kafka.create_topic(live, opts.partitions)?;
-        let rate = (max / 2.0) as u64;
+        let rate = (max * opts.latency_load) as u64;
         let l = latency::at_rate(&brokers, live, "bench-latency", rate, opts.latency_secs).await?;
         println!(
-            "latency at half load (asked {rate} ev/s, produced {:.0} ev/s for {} s, TCP RFC 5424): \
-             p50 {:.1} ms, p99 {:.1} ms (target p99 < 50 ms); received {} of {}",
-            l.rate, opts.latency_secs, l.p50_ms, l.p99_ms, l.received, l.produced
+            "latency at {:.0} % load (asked {rate} ev/s, produced {:.0} ev/s for {} s, TCP RFC 5424): \
+             p50 {:.1} ms, p99 {:.1} ms (target p99 < 50 ms); received {} of {}; machine {:.0} % busy",
+            opts.latency_load * 100.0,
+            l.rate,
+            opts.latency_secs,
+            l.p50_ms,
+            l.p99_ms,
+            l.received,
+            l.produced,
+            l.machine_busy * 100.0
         );
     }
     if let (Some(max), true) = (max_rate, opts.memory_secs > 0) {
@@ -244,6 +255,13 @@ fn print_table(results: &[(&'static str, Vec<Sample>)], bytes: u64, n: u64) {
         "baseline-udp",
         "UDP RFC 5424 / minimal forwarder (≥ 0.9)",
     );
+    if let (Some(one), Some(two)) = (rate("product-tcp-rfc5424"), rate("product-tcp-2-replicas")) {
+        println!(
+            "{:<44} {:>6.2}",
+            "scale-out: 2 replicas / 1 (≥ 1.8; 2 cores here)",
+            two / one
+        );
+    }
     if let (Some(one), Some(four)) = (rate("product-tcp-rfc5424"), rate("product-fanout-4")) {
         println!(
             "{:<44} {:>6.2}",

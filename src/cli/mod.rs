@@ -79,6 +79,7 @@ pub enum Command {
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
+    crate::malloc::tune();
     let cli = Cli::parse();
     let level = match cli.command {
         // Commands whose stdout is the product keep stderr quiet unless asked.

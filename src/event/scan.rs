@@ -347,7 +347,10 @@ fn next_special(b: &[u8], i: usize) -> usize {
 #[inline(always)]
 fn tail(b: &[u8], i: usize) -> usize {
     b.get(i..)
-        .and_then(|rest| rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20))
+        .and_then(|rest| {
+            rest.iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        })
         .map_or(b.len(), |j| i + j)
 }
 

@@ -293,10 +293,9 @@ async fn handle_polling(
     tokio::pin!(handled);
     // Most events are handed over without waiting: no timer or select for them (creating the
     // pause timer read the clock once per event).
-    let ready = std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(handled.as_mut().poll(cx).is_ready())
-    })
-    .await;
+    let ready =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(handled.as_mut().poll(cx).is_ready()))
+            .await;
     if ready {
         return false;
     }

@@ -53,8 +53,7 @@ pub(crate) struct BatchWake {
 impl BatchWake {
     /// A sender queued a frame; `len` frames are queued now.
     pub fn queued(&self, len: usize) {
-        if len >= self.full_at.load(Ordering::Relaxed) && self.lingering.load(Ordering::SeqCst)
-        {
+        if len >= self.full_at.load(Ordering::Relaxed) && self.lingering.load(Ordering::SeqCst) {
             self.notify.notify_one();
         }
     }

@@ -1,0 +1,64 @@
+//! The load harness runs end to end on a small load (figures are not checked here: speed is
+//! the harness's job, not a test's). It keeps `bench` from rotting between measurements.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_plura-forwarder");
+
+#[test]
+fn harness_runs_every_kind_of_measurement() {
+    let start = Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--events",
+            "2000",
+            "--partitions",
+            "4",
+            "--runs",
+            "1",
+            "--only",
+            "baseline-tcp,product-tcp-rfc5424,product-tcp-2-replicas",
+            "--latency-secs",
+            "1",
+            "--latency-load",
+            "0.01",
+            "--memory-secs",
+            "2",
+        ])
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for scenario in [
+        "baseline-tcp",
+        "product-tcp-rfc5424",
+        "product-tcp-2-replicas",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(scenario) && !l.contains("run "))
+            .unwrap_or_else(|| panic!("no row for {scenario}:\n{stdout}"));
+        assert!(
+            row.trim_end().ends_with("2000"),
+            "every event received: {row}"
+        );
+    }
+    assert!(
+        stdout.contains("TCP RFC 5424 / minimal forwarder"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("scale-out: 2 replicas / 1"), "{stdout}");
+    let latency = stdout
+        .lines()
+        .find(|l| l.starts_with("latency at"))
+        .unwrap_or_else(|| panic!("no latency line:\n{stdout}"));
+    let (_, tail) = latency.split_once("received ").expect("received count");
+    let (got, rest) = tail.split_once(" of ").expect("of");
+    let want: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    assert_eq!(got, want, "every live event delivered: {latency}");
+    assert!(stdout.contains("memory, input"), "{stdout}");
+    assert!(start.elapsed() < Duration::from_secs(240));
+}
