@@ -19,6 +19,7 @@ macro_rules! fields {
             }
 
             /// Looks a field up by its event.md name (case-sensitive).
+            #[inline]
             pub fn from_name(name: &str) -> Option<Field> {
                 match name { $($name => Some(Field::$variant),)* _ => None }
             }
