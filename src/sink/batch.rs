@@ -85,9 +85,9 @@ impl Batcher {
             max_events: limits.max_events.max(1),
             ..limits
         };
-        wake.batch_wake
-            .full_at
-            .store(limits.max_events, Ordering::Relaxed);
+        // A queue smaller than a batch is "full" at its capacity.
+        let full_at = limits.max_events.min(rx.max_capacity());
+        wake.batch_wake.full_at.store(full_at, Ordering::Relaxed);
         Batcher {
             wake,
             rx: Arc::new(tokio::sync::Mutex::new(rx)),
@@ -154,7 +154,8 @@ impl Batcher {
                     tokio::pin!(full);
                     full.as_mut().enable();
                     // A full batch may have been queued before `lingering` was seen.
-                    if rx.len() + out.len() < self.limits.max_events {
+                    if rx.len() + out.len() < self.limits.max_events && rx.len() < rx.max_capacity()
+                    {
                         tokio::select! {
                             biased;
                             () = closing.cancelled() => {}
@@ -271,6 +272,37 @@ mod tests {
         );
         drop(tx);
         assert_eq!(b.next(&mut out, None).await, Next::Finished);
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_queued_ends_the_linger_early() {
+        let (tx, rx) = mpsc::channel(64);
+        let shared: Arc<super::super::status::Shared> = Arc::default();
+        let limits = Limits {
+            max_events: 4,
+            max_bytes: 1 << 20,
+            linger: Duration::from_secs(5),
+        };
+        let mut b = Batcher::new(rx, limits, CancellationToken::new(), Arc::clone(&shared));
+        let mut fs = frames(5, 10);
+        tx.send(fs.remove(0)).await.unwrap();
+        let t0 = Instant::now();
+        let task = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let next = b.next(&mut out, None).await;
+            (next, out.len())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for f in fs {
+            tx.send(f).await.unwrap();
+            // What a `SinkSender` reports after each frame.
+            shared.batch_wake.queued(tx.max_capacity() - tx.capacity());
+        }
+        assert_eq!(task.await.unwrap(), (Next::Batch, 4));
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "woken by the full queue, not the 5 s linger"
+        );
     }
 
     #[tokio::test]
