@@ -229,10 +229,12 @@ async fn a_destination_slower_than_the_input_is_parked_and_the_other_keeps_its_s
     init_logs();
     let kafka = start_kafka();
     let brokers = kafka.bootstrap_servers();
-    // About 5 MB; the slow receiver reads at most 1.6 MB/s, so it needs seconds more.
+    // About 5 MB; the slow receiver reads at most 0.4 MB/s, so it needs seconds more. (At
+    // 1.6 MB/s the backlog could fit in the kernel's send buffer, up to 4 MB with autotuning,
+    // and the destination was then never full for long enough to be parked.)
     const TOTAL: u64 = 20_000;
     let fast = Receiver::tcp(Split::OctetCounting).await.unwrap();
-    let slow = Receiver::tcp_paced(Split::OctetCounting, 16 * 1024, Duration::from_millis(10))
+    let slow = Receiver::tcp_paced(Split::OctetCounting, 16 * 1024, Duration::from_millis(40))
         .await
         .unwrap();
     let toml = base_toml(&brokers, "slowpark").replace(
