@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use super::measure::{free_port, http_get, machine_ticks, spawn_product, stop, wait_ready};
+use super::measure::{http_get, machine_ticks, ready_product, stop};
+
 use crate::event::ALL_PAIRS;
 use crate::receiver::{Receiver, Split};
 use crate::sample;
@@ -42,18 +43,8 @@ pub async fn at_rate(
     secs: u64,
 ) -> anyhow::Result<Latency> {
     let rx = Receiver::tcp(Split::OctetCounting).await?;
-    let admin = free_port()?;
-    let dir = std::env::temp_dir().join(format!("plura-bench-latency-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let dest = format!(
-        "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{}\"\n",
-        rx.addr()
-    );
-    let mut child = spawn_product(&dest, brokers, topic, group, &dir, admin)?;
-    if !wait_ready(admin).await {
-        stop(&mut child);
-        anyhow::bail!("the forwarder did not get ready within 30 s");
-    }
+    let (mut child, admin, dir) =
+        ready_product(rx.addr(), brokers, topic, group, "latency").await?;
     let (busy0, total0) = machine_ticks();
     let (produced, achieved) = produce_live(brokers, topic, rate, secs).await?;
     let (busy1, total1) = machine_ticks();

@@ -268,8 +268,34 @@ pub(super) fn http_get(port: u16, path: &str) -> Option<String> {
     Some(out)
 }
 
+/// A product process forwarding `topic` to one TCP RFC 5424 destination at `addr`, once its
+/// `/readyz` answers 200. Returns it with its admin port and its directory (to remove).
+///
+/// # Errors
+/// When the child cannot start or does not get ready within 30 s.
+pub(super) async fn ready_product(
+    addr: std::net::SocketAddr,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    tag: &str,
+) -> anyhow::Result<(Child, u16, std::path::PathBuf)> {
+    let admin = free_port()?;
+    let dir = std::env::temp_dir().join(format!("plura-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let dest = format!(
+        "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{addr}\"\n"
+    );
+    let mut child = spawn_product(&dest, brokers, topic, group, &dir, admin)?;
+    if !wait_ready(admin).await {
+        stop(&mut child);
+        anyhow::bail!("the forwarder did not get ready within 30 s");
+    }
+    Ok((child, admin, dir))
+}
+
 /// Waits up to 30 s for the child's `/readyz` to answer 200.
-pub(super) async fn wait_ready(admin: u16) -> bool {
+async fn wait_ready(admin: u16) -> bool {
     for _ in 0..600 {
         if http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
             return true;

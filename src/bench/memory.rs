@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use super::latency::produce_live;
-use super::measure::{free_port, http_get, rss_mb, spawn_product, stop, wait_ready};
+use super::measure::{http_get, ready_product, rss_mb, stop};
+
 use crate::receiver::{Receiver, Split};
 
 /// What one slow-receiver run saw.
@@ -47,18 +48,7 @@ pub async fn slow_receiver(
     let chunk = 16 * 1024;
     let pause = Duration::from_secs_f64(chunk as f64 / (read_rate * FRAME_BYTES));
     let rx = Receiver::tcp_paced(Split::OctetCounting, chunk, pause).await?;
-    let admin = free_port()?;
-    let dir = std::env::temp_dir().join(format!("plura-bench-memory-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let dest = format!(
-        "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{}\"\n",
-        rx.addr()
-    );
-    let mut child = spawn_product(&dest, brokers, topic, group, &dir, admin)?;
-    if !wait_ready(admin).await {
-        stop(&mut child);
-        anyhow::bail!("the forwarder did not get ready within 30 s");
-    }
+    let (mut child, admin, dir) = ready_product(rx.addr(), brokers, topic, group, "memory").await?;
     let pid = child.id();
     let sample = async {
         let end = Instant::now() + Duration::from_secs(secs);
