@@ -92,12 +92,7 @@ impl<'a> Members<'a> {
             }
             return Ok(None);
         }
-        if self.peek() != Some(b'"') {
-            return self.err("expected a string key");
-        }
-        let (key, key_escaped) = self.string()?;
-        self.ws();
-        self.expect(b':', "expected `:`")?;
+        let (key, key_escaped) = self.key_colon()?;
         self.ws();
         let start = self.i;
         let kind = match self.peek() {
@@ -296,13 +291,15 @@ impl<'a> Members<'a> {
         }
     }
 
-    fn key_colon(&mut self) -> Result<()> {
+    /// A member's key and the `:` after it; returns the key as [`Members::string`] does.
+    fn key_colon(&mut self) -> Result<(&'a str, bool)> {
         if self.peek() != Some(b'"') {
             return self.err("expected a string key");
         }
-        self.string()?;
+        let key = self.string()?;
         self.ws();
-        self.expect(b':', "expected `:`")
+        self.expect(b':', "expected `:`")?;
+        Ok(key)
     }
 }
 
