@@ -283,9 +283,7 @@ pub(super) async fn ready_product(
     let admin = free_port()?;
     let dir = std::env::temp_dir().join(format!("plura-bench-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let dest = format!(
-        "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{addr}\"\n"
-    );
+    let dest = TCP_5424.replace("{addr0}", &addr.to_string());
     let mut child = spawn_product(&dest, brokers, topic, group, &dir, admin)?;
     if !wait_ready(admin).await {
         stop(&mut child);
