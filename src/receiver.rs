@@ -27,6 +27,8 @@ struct Shared {
     frames: Mutex<Vec<Bytes>>,
     connections: std::sync::atomic::AtomicUsize,
     arrived: Notify,
+    /// Set by [`Receiver::unpace`]: a paced receiver reads at full speed from then on.
+    unpaced: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -184,6 +186,13 @@ impl Receiver {
             .len()
     }
 
+    /// A paced receiver reads at full speed from now on (the SIEM recovered).
+    pub fn unpace(&self) {
+        self.shared
+            .unpaced
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared
@@ -280,7 +289,9 @@ async fn read_stream<S: AsyncRead + Unpin>(
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
         if let Some((_, pause)) = pace {
-            tokio::time::sleep(pause).await;
+            if !shared.unpaced.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(pause).await;
+            }
         }
     }
 }

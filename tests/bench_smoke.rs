@@ -62,5 +62,16 @@ fn harness_runs_every_kind_of_measurement() {
     let want: String = rest.chars().take_while(char::is_ascii_digit).collect();
     assert_eq!(got, want, "every live event delivered: {latency}");
     assert!(stdout.contains("memory, input"), "{stdout}");
+    // Recovery: once the receiver reads at full speed, every event produced arrives (this load
+    // fits the mock's retention, so parked events all come back).
+    let after = stdout
+        .lines()
+        .find(|l| l.starts_with("memory after recovery"))
+        .unwrap_or_else(|| panic!("no recovery line:\n{stdout}"));
+    let (_, tail) = after.split_once(" had ").expect("had");
+    let (got, rest) = tail.split_once(" of ").expect("of");
+    let want: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let (got, want): (u64, u64) = (got.parse().expect("count"), want.parse().expect("count"));
+    assert!(got >= want, "every event delivered after recovery: {after}");
     assert!(start.elapsed() < Duration::from_secs(240));
 }

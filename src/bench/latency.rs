@@ -44,7 +44,7 @@ pub async fn at_rate(
 ) -> anyhow::Result<Latency> {
     let rx = Receiver::tcp(Split::OctetCounting).await?;
     let (mut child, admin, dir) =
-        ready_product(rx.addr(), brokers, topic, group, "latency").await?;
+        ready_product(rx.addr(), brokers, topic, group, "latency", true).await?;
     let (busy0, total0) = machine_ticks();
     let (produced, achieved) = produce_live(brokers, topic, rate, secs).await?;
     let (busy1, total1) = machine_ticks();

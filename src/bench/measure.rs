@@ -23,6 +23,8 @@ enum Kind {
     /// that the first assignment (after the broker's initial rebalance delay, 3 s) splits the
     /// partitions between them.
     Replicas(&'static str, usize),
+    /// rsyslogd (imkafka → omfwd RFC 5424) over this transport.
+    Rsyslog(Transport),
 }
 
 /// A named scenario.
@@ -47,7 +49,7 @@ impl Scenario {
     /// Every scenario, in table order.
     pub fn all() -> Vec<Scenario> {
         use Transport::{Tcp, Udp};
-        vec![
+        let all = vec![
             Scenario {
                 name: "baseline-tcp",
                 kind: Kind::Baseline(Tcp),
@@ -74,6 +76,11 @@ impl Scenario {
                 receivers: &[Tcp],
             },
             Scenario {
+                name: "rsyslog-tcp-rfc5424",
+                kind: Kind::Rsyslog(Tcp),
+                receivers: &[Tcp],
+            },
+            Scenario {
                 name: "baseline-udp",
                 kind: Kind::Baseline(Udp),
                 receivers: &[Udp],
@@ -83,7 +90,15 @@ impl Scenario {
                 kind: Kind::Product(UDP_5424),
                 receivers: &[Udp],
             },
-        ]
+            Scenario {
+                name: "rsyslog-udp-rfc5424",
+                kind: Kind::Rsyslog(Udp),
+                receivers: &[Udp],
+            },
+        ];
+        all.into_iter()
+            .filter(|s| !matches!(s.kind, Kind::Rsyslog(_)) || super::rsyslog::available())
+            .collect()
     }
 }
 
@@ -193,7 +208,7 @@ fn spawn(
         }
         let dir = dir.join(replica.to_string());
         std::fs::create_dir_all(&dir)?;
-        spawn_product(&dests, brokers, topic, group, &dir, free_port()?)
+        spawn_product(&dests, brokers, topic, group, &dir, free_port()?, true)
     };
     match s.kind {
         Kind::Baseline(t) => {
@@ -206,11 +221,19 @@ fn spawn(
         }
         Kind::Product(dests) => Ok(vec![product(dests, 0)?]),
         Kind::Replicas(dests, n) => (0..n).map(|i| product(dests, i)).collect(),
+        Kind::Rsyslog(t) => Ok(vec![super::rsyslog::spawn(
+            brokers,
+            topic,
+            group,
+            receivers[0].addr(),
+            t,
+            dir,
+        )?]),
     }
 }
 
 /// A child with no standard streams and errors-only logging: the harness reads `/proc`.
-fn quiet(mut cmd: Command) -> Command {
+pub(super) fn quiet(mut cmd: Command) -> Command {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -225,7 +248,8 @@ fn quiet(mut cmd: Command) -> Command {
 /// rebalance on the mock (which waits for it) stays short.
 pub(super) const FETCH_WAIT_MS: u32 = 2;
 
-/// Starts `plura-forwarder run` with `dests` (its `[[syslog]]` tables) on `topic`.
+/// Starts `plura-forwarder run` with `dests` (its `[[syslog]]` tables) on `topic`; with
+/// `short_fetch_wait`, `fetch.wait.max.ms` is [`FETCH_WAIT_MS`], else librdkafka's default.
 ///
 /// # Errors
 /// When the config cannot be written or the process cannot start.
@@ -236,10 +260,16 @@ pub(super) fn spawn_product(
     group: &str,
     dir: &std::path::Path,
     admin: u16,
+    short_fetch_wait: bool,
 ) -> anyhow::Result<Child> {
+    let fetch_wait = if short_fetch_wait {
+        format!("\"fetch.wait.max.ms\" = \"{FETCH_WAIT_MS}\"\n")
+    } else {
+        String::new()
+    };
     let toml = format!(
         "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\ntopics = [\"{topic}\"]\n\
-         [kafka.properties]\n\"fetch.wait.max.ms\" = \"{FETCH_WAIT_MS}\"\n\"session.timeout.ms\" = \"6000\"\n\
+         [kafka.properties]\n{fetch_wait}\"session.timeout.ms\" = \"6000\"\n\
          [forwarder]\nhostname = \"bench\"\nshutdown_grace_s = 2\n\
          [admin]\nlisten = \"127.0.0.1:{admin}\"\n[compliance]\nmapping_file = \"{}\"\n{dests}",
         concat!(env!("CARGO_MANIFEST_DIR"), "/config/compliance.toml")
@@ -269,7 +299,8 @@ pub(super) fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 /// A product process forwarding `topic` to one TCP RFC 5424 destination at `addr`, once its
-/// `/readyz` answers 200. Returns it with its admin port and its directory (to remove).
+/// `/readyz` answers 200 (`short_fetch_wait` as in [`spawn_product`]). Returns it with its
+/// admin port and its directory (to remove).
 ///
 /// # Errors
 /// When the child cannot start or does not get ready within 30 s.
@@ -279,12 +310,13 @@ pub(super) async fn ready_product(
     topic: &str,
     group: &str,
     tag: &str,
+    short_fetch_wait: bool,
 ) -> anyhow::Result<(Child, u16, std::path::PathBuf)> {
     let admin = free_port()?;
     let dir = std::env::temp_dir().join(format!("plura-bench-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let dest = TCP_5424.replace("{addr0}", &addr.to_string());
-    let mut child = spawn_product(&dest, brokers, topic, group, &dir, admin)?;
+    let mut child = spawn_product(&dest, brokers, topic, group, &dir, admin, short_fetch_wait)?;
     if !wait_ready(admin).await {
         stop(&mut child);
         anyhow::bail!("the forwarder did not get ready within 30 s");

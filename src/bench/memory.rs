@@ -2,12 +2,17 @@
 //! product's measured rate while the product, with default settings, forwards them to a TCP
 //! receiver that reads at 1 % of that input rate. Its resident memory is sampled every 250 ms:
 //! the queue fills, the destination parks what it cannot take, and memory must stay bounded
-//! (target: under 256 MiB).
+//! (target: under 256 MiB). Then the input stops and the receiver reads at full speed: once it
+//! has every event (parked ones come back from the retry topic), memory must return near the
+//! size it had when idle before the run.
 
 use std::time::{Duration, Instant};
 
 use super::latency::produce_live;
 use super::measure::{http_get, ready_product, rss_mb, stop};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 
 use crate::receiver::{Receiver, Split};
 
@@ -20,10 +25,24 @@ pub struct Memory {
     pub read_rate: f64,
     /// Highest resident memory sampled (VmRSS), MiB.
     pub peak_mb: f64,
-    /// Resident memory at the end of the window, MiB.
+    /// Resident memory at the end of the slow window, MiB.
     pub end_mb: f64,
-    /// Frames the slow receiver got.
+    /// Resident memory once ready, before any input, MiB.
+    pub idle_mb: f64,
+    /// Resident memory after recovery: the receiver unpaced, every event delivered, MiB.
+    pub after_mb: f64,
+    /// Seconds from unpacing the receiver until it had every produced event (NaN: not within
+    /// the limit).
+    pub drain_s: f64,
+    /// Frames the slow receiver got in the slow window.
     pub received: usize,
+    /// Events produced.
+    pub produced: u64,
+    /// Frames the receiver had once recovery ended.
+    pub delivered: usize,
+    /// Parked events the mock cluster deleted (it keeps 5 MiB per partition) before they could
+    /// come back: the retry topic's low watermark.
+    pub deleted_by_mock: i64,
     /// Events parked to the retry topic (`events_parked_total`).
     pub parked: f64,
 }
@@ -48,8 +67,10 @@ pub async fn slow_receiver(
     let chunk = 16 * 1024;
     let pause = Duration::from_secs_f64(chunk as f64 / (read_rate * FRAME_BYTES));
     let rx = Receiver::tcp_paced(Split::OctetCounting, chunk, pause).await?;
-    let (mut child, admin, dir) = ready_product(rx.addr(), brokers, topic, group, "memory").await?;
+    let (mut child, admin, dir) =
+        ready_product(rx.addr(), brokers, topic, group, "memory", false).await?;
     let pid = child.id();
+    let idle_mb = rss_mb(pid, "VmRSS:");
     let sample = async {
         let end = Instant::now() + Duration::from_secs(secs);
         let (mut peak, mut last) = (0.0f64, f64::NAN);
@@ -62,7 +83,13 @@ pub async fn slow_receiver(
     };
     let (produced, (peak_mb, end_mb)) =
         tokio::join!(produce_live(brokers, topic, input_rate, secs), sample);
-    let (_, achieved) = produced?;
+    let (sent, achieved) = produced?;
+    let slow_received = rx.count();
+    rx.unpace();
+    let drain_s = drained(&rx, sent as usize, DRAIN_LIMIT).await;
+    // The product gives freed memory back once it has been idle for a while (`malloc`).
+    tokio::time::sleep(SETTLE).await;
+    let after_mb = rss_mb(pid, "VmRSS:");
     let parked = http_get(admin, "/metrics").map_or(f64::NAN, |m| {
         m.lines()
             .filter(|l| l.starts_with("plura_forwarder_events_parked_total"))
@@ -73,10 +100,57 @@ pub async fn slow_receiver(
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Memory {
         input_rate: achieved,
-        read_rate: rx.count() as f64 / secs.max(1) as f64,
+        read_rate: slow_received as f64 / secs.max(1) as f64,
         peak_mb,
         end_mb,
-        received: rx.count(),
+        idle_mb,
+        after_mb,
+        drain_s,
+        received: slow_received,
+        produced: sent,
+        delivered: rx.count(),
+        deleted_by_mock: retry_low_watermark(brokers).unwrap_or(-1),
         parked,
     })
+}
+
+/// After recovery: the product trims its heap after 5 s under 5 % of a core, checked every 5 s.
+const SETTLE: Duration = Duration::from_secs(12);
+
+/// How long recovery may take: parked events come back through the retry consumer.
+const DRAIN_LIMIT: Duration = Duration::from_secs(90);
+
+/// Seconds until `rx` holds at least `n` frames, or until nothing arrived for 5 s (NaN when it
+/// never got `n`), at most `limit`.
+async fn drained(rx: &Receiver, n: usize, limit: Duration) -> f64 {
+    let t0 = Instant::now();
+    let (mut last, mut progress) = (rx.count(), Instant::now());
+    while t0.elapsed() < limit && progress.elapsed() < Duration::from_secs(5) {
+        let count = rx.wait_for(n, Duration::from_millis(250)).await;
+        if count >= n {
+            return t0.elapsed().as_secs_f64();
+        }
+        if count != last {
+            (last, progress) = (count, Instant::now());
+        }
+    }
+    f64::NAN
+}
+
+/// The low watermarks of the destination's retry topic (default `retry_topic`, destination
+/// `d0`), summed over its partitions.
+fn retry_low_watermark(brokers: &str) -> anyhow::Result<i64> {
+    let topic = crate::pipeline::park::retry_topic_name("plura.forwarder.retry", "d0");
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let meta = c.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+    let mut deleted = 0;
+    for t in meta.topics() {
+        for p in t.partitions() {
+            let (low, _) = c.fetch_watermarks(&topic, p.id(), Duration::from_secs(5))?;
+            deleted += low;
+        }
+    }
+    Ok(deleted)
 }

@@ -8,6 +8,8 @@
 //! to last frame), so the group join is not counted, and the child's CPU time and peak RSS from
 //! `/proc`. Figures are medians of `--runs`; ratios are taken within the same run.
 //!
+//! When rsyslog with imkafka is installed, it is measured too, the same way ([`rsyslog`]).
+//!
 //! Latency is measured last, on events produced live at half the measured TCP rate
 //! ([`latency`]), then memory with a receiver reading 1 % of a live input ([`memory`]).
 
@@ -15,6 +17,7 @@ pub mod baseline;
 mod latency;
 mod measure;
 mod memory;
+mod rsyslog;
 
 use std::time::Duration;
 
@@ -127,9 +130,22 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         let m = memory::slow_receiver(&brokers, live, live, input, opts.memory_secs).await?;
         println!(
             "memory, input {:.0} ev/s for {} s, receiver reading {:.0} ev/s, default \
-             settings: peak RSS {:.0} MiB, {:.0} MiB at the end (target < 256 MiB); received {}, \
-             parked {}",
-            m.input_rate, opts.memory_secs, m.read_rate, m.peak_mb, m.end_mb, m.received, m.parked
+             settings: idle RSS {:.0} MiB, peak {:.0} MiB, {:.0} MiB at the end (target < 256 MiB); \
+             received {}, parked {}",
+            m.input_rate,
+            opts.memory_secs,
+            m.read_rate,
+            m.idle_mb,
+            m.peak_mb,
+            m.end_mb,
+            m.received,
+            m.parked
+        );
+        println!(
+            "memory after recovery (receiver at full speed, then 12 s idle): {:.0} MiB; the \
+             receiver had {} of {} events after {:.1} s; the mock deleted {} parked events \
+             (5 MiB per partition) before they came back",
+            m.after_mb, m.delivered, m.produced, m.drain_s, m.deleted_by_mock
         );
     }
     drop(kafka);
@@ -255,6 +271,19 @@ fn print_table(results: &[(&'static str, Vec<Sample>)], bytes: u64, n: u64) {
         "baseline-udp",
         "UDP RFC 5424 / minimal forwarder (≥ 0.9)",
     );
+    ratio(
+        "product-tcp-rfc5424",
+        "rsyslog-tcp-rfc5424",
+        "TCP RFC 5424 / rsyslog imkafka→omfwd (≥ 2)",
+    );
+    ratio(
+        "product-udp-rfc5424",
+        "rsyslog-udp-rfc5424",
+        "UDP RFC 5424 / rsyslog imkafka→omfwd",
+    );
+    if !rsyslog::available() {
+        println!("rsyslog: not installed, not compared (apt install rsyslog rsyslog-kafka)");
+    }
     if let (Some(one), Some(two)) = (rate("product-tcp-rfc5424"), rate("product-tcp-2-replicas")) {
         println!(
             "{:<44} {:>6.2}",
