@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
-use super::escape::{put, CEF_EXT, CEF_EXT_SPACE, CEF_HEAD};
+use super::escape::{put, put_bytes, CEF_EXT, CEF_EXT_SPACE, CEF_HEAD};
 use super::layout::Layout;
 use super::num::{put_i64, put_u64};
 use super::settings::CefTime;
@@ -74,7 +74,7 @@ impl Ext<'_> {
     #[inline(always)]
     fn key(&mut self, key: &'static str) {
         let k = key.as_bytes();
-        self.dst.put_slice(if self.first { &k[1..] } else { k });
+        put_bytes(self.dst, if self.first { &k[1..] } else { k });
         self.first = false;
     }
 
@@ -83,7 +83,7 @@ impl Ext<'_> {
     fn label(&mut self, label_key: &'static str, text: &str) {
         if self.opts.labels {
             self.key(label_key);
-            self.dst.put_slice(text.as_bytes());
+            put_bytes(self.dst, text.as_bytes());
         }
     }
 
@@ -119,7 +119,7 @@ impl Ext<'_> {
     fn ip(&mut self, key: &'static str, v: Option<&str>) {
         if let Some(s) = v.filter(|s| is_ip(s)) {
             self.key(key);
-            self.dst.put_slice(s.as_bytes());
+            put_bytes(self.dst, s.as_bytes());
         }
     }
 
