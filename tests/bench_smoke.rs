@@ -53,25 +53,30 @@ fn harness_runs_every_kind_of_measurement() {
         "{stdout}"
     );
     assert!(stdout.contains("scale-out: 2 replicas / 1"), "{stdout}");
-    let latency = stdout
-        .lines()
-        .find(|l| l.starts_with("latency at"))
-        .unwrap_or_else(|| panic!("no latency line:\n{stdout}"));
-    let (_, tail) = latency.split_once("received ").expect("received count");
-    let (got, rest) = tail.split_once(" of ").expect("of");
-    let want: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    assert_eq!(got, want, "every live event delivered: {latency}");
+    let (got, want) = got_of(&stdout, "latency at", "received ");
+    assert_eq!(got, want, "every live event delivered:\n{stdout}");
     assert!(stdout.contains("memory, input"), "{stdout}");
     // Recovery: once the receiver reads at full speed, every event produced arrives (this load
     // fits the mock's retention, so parked events all come back).
-    let after = stdout
+    let (got, want) = got_of(&stdout, "memory after recovery", " had ");
+    assert!(
+        got >= want,
+        "every event delivered after recovery:\n{stdout}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(240));
+}
+
+/// The `X of Y` after `marker` on the line of `stdout` that starts with `line`.
+fn got_of(stdout: &str, line: &str, marker: &str) -> (u64, u64) {
+    let l = stdout
         .lines()
-        .find(|l| l.starts_with("memory after recovery"))
-        .unwrap_or_else(|| panic!("no recovery line:\n{stdout}"));
-    let (_, tail) = after.split_once(" had ").expect("had");
+        .find(|l| l.starts_with(line))
+        .unwrap_or_else(|| panic!("no line {line:?}:\n{stdout}"));
+    let (_, tail) = l.split_once(marker).expect("marker");
     let (got, rest) = tail.split_once(" of ").expect("of");
     let want: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    let (got, want): (u64, u64) = (got.parse().expect("count"), want.parse().expect("count"));
-    assert!(got >= want, "every event delivered after recovery: {after}");
-    assert!(start.elapsed() < Duration::from_secs(240));
+    (
+        got.parse().unwrap_or_else(|_| panic!("count in {l}")),
+        want.parse().unwrap_or_else(|_| panic!("count in {l}")),
+    )
 }

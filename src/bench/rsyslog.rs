@@ -16,23 +16,27 @@ pub fn available() -> bool {
     Path::new(RSYSLOGD).exists() && Path::new(IMKAFKA).exists()
 }
 
-/// The configuration: imkafka in a consumer group, a large main queue dequeued in big batches
-/// (rsyslog's performance tuning guide), and omfwd to `addr` with octet-counted framing for TCP,
-/// in rsyslog's own RFC 5424 template. `fetch.wait.max.ms` and `session.timeout.ms` as for the
-/// product (the mock broker's limits); librdkafka 2.0 (Debian's) has no `fetch.queue.backoff.ms`.
-fn config(
+/// Starts `rsyslogd -n`, quiet, with this configuration: imkafka in a consumer group, a large
+/// main queue dequeued in big batches (rsyslog's performance tuning guide), and omfwd to `addr`
+/// with octet-counted framing for TCP, in rsyslog's own RFC 5424 template. `fetch.wait.max.ms`
+/// and `session.timeout.ms` as for the product (the mock broker's limits); librdkafka 2.0
+/// (Debian's) has no `fetch.queue.backoff.ms`.
+///
+/// # Errors
+/// When the configuration cannot be written or rsyslogd cannot start.
+pub fn spawn(
     brokers: &str,
     topic: &str,
     group: &str,
     addr: std::net::SocketAddr,
     transport: Transport,
     dir: &Path,
-) -> String {
+) -> anyhow::Result<Child> {
     let protocol = match transport {
         Transport::Tcp => "protocol=\"tcp\" TCP_Framing=\"octet-counted\"",
         Transport::Udp => "protocol=\"udp\"",
     };
-    format!(
+    let text = format!(
         "global(workDirectory=\"{dir}\" maxMessageSize=\"64k\")\n\
          module(load=\"imkafka\")\n\
          main_queue(queue.type=\"FixedArray\" queue.size=\"200000\" queue.dequeueBatchSize=\"4096\" \
@@ -45,24 +49,9 @@ fn config(
         dir = dir.display(),
         wait = super::measure::FETCH_WAIT_MS,
         ip = addr.ip(),
-        port = addr.port(),
-    )
-}
-
-/// Starts `rsyslogd -n` with that configuration, quiet.
-///
-/// # Errors
-/// When the configuration cannot be written or rsyslogd cannot start.
-pub fn spawn(
-    brokers: &str,
-    topic: &str,
-    group: &str,
-    addr: std::net::SocketAddr,
-    transport: Transport,
-    dir: &Path,
-) -> anyhow::Result<Child> {
+        port = addr.port(),);
     let conf: PathBuf = dir.join("rsyslog.conf");
-    std::fs::write(&conf, config(brokers, topic, group, addr, transport, dir))?;
+    std::fs::write(&conf, text)?;
     Ok(super::measure::quiet(Command::new(RSYSLOGD))
         .arg("-n")
         .arg("-f")
