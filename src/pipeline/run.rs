@@ -53,8 +53,11 @@ pub struct StartInfo {
 pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let k = &config.kafka;
     let f = &config.forwarder;
+    // One producer for dead letters and parked events: each librdkafka producer brings its own
+    // threads, and rdkafka's poll thread spins through the last millisecond of every 100 ms
+    // poll (its timeout is rounded down to whole ms), about 1 % of a core per producer.
     let producer = source::build_producer(&k.brokers, &k.properties)?;
-    let dead_letter = DeadLetter::new(producer, &k.dead_letter_topic);
+    let dead_letter = DeadLetter::new(producer.clone(), &k.dead_letter_topic);
 
     let router = Router::new(&config.syslog).context("compiling destination filters")?;
     let destinations = config
@@ -105,10 +108,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     });
     // At least 8192 parked events in flight to Kafka (about 8 MB of payload copies): fewer
     // would make parking, and so the pipeline, wait on produce round trips.
-    let parker = Parker::new(
-        source::build_producer(&k.brokers, &k.properties)?,
-        f.queue_events.max(8192),
-    );
+    let parker = Parker::new(producer, f.queue_events.max(8192));
     let flags = pipeline.enable_parking(
         parker.clone(),
         &k.retry_topic,
