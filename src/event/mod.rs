@@ -80,7 +80,7 @@ impl<'a> Event<'a> {
     }
 
     /// Sets a known field; an empty string is stored as missing.
-    #[inline]
+    #[inline(always)]
     pub fn set(&mut self, field: Field, value: Option<Value<'a>>) {
         let value = match value {
             Some(Value::Str(s)) if s.is_empty() => None,
