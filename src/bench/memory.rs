@@ -3,8 +3,8 @@
 //! receiver that reads at 1 % of that input rate. Its resident memory is sampled every 250 ms:
 //! the queue fills, the destination parks what it cannot take, and memory must stay bounded
 //! (target: under 256 MiB). Then the input stops and the receiver reads at full speed: once it
-//! has every event (parked ones come back from the retry topic), memory must return near the
-//! size it had when idle before the run.
+//! has every event (parked ones come back from the retry topic) or nothing more comes, memory
+//! must return near the size it had when idle before the run.
 
 use std::time::{Duration, Instant};
 
@@ -29,10 +29,11 @@ pub struct Memory {
     pub end_mb: f64,
     /// Resident memory once ready, before any input, MiB.
     pub idle_mb: f64,
-    /// Resident memory after recovery: the receiver unpaced, every event delivered, MiB.
+    /// Resident memory after recovery (the receiver unpaced, until it had every event or nothing
+    /// more came) and 12 s idle, MiB.
     pub after_mb: f64,
-    /// Seconds from unpacing the receiver until it had every produced event (NaN: not within
-    /// the limit).
+    /// Seconds from unpacing the receiver until it had every produced event (NaN: it never did,
+    /// e.g. when the mock deleted parked events).
     pub drain_s: f64,
     /// Frames the slow receiver got in the slow window.
     pub received: usize,
