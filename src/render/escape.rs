@@ -127,11 +127,11 @@ fn load_short(s: &[u8]) -> std::arch::x86_64::__m128i {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn next_special<const M: u8>(b: &[u8], mut i: usize) -> usize {
-    // First special among the candidates `m` of `chunk`, which starts at `base` in `b`.
-    let first = |chunk: &[u8; 16], mut m: u32, base: usize| {
+    // First special among the candidates `m` of the 16 bytes at `base` in `b`.
+    let first = |mut m: u32, base: usize| {
         while m != 0 {
             let j = m.trailing_zeros() as usize;
-            if special::<M>(chunk[j]) {
+            if special::<M>(b[base + j]) {
                 return Some(base + j);
             }
             m &= m - 1;
@@ -140,7 +140,7 @@ fn next_special<const M: u8>(b: &[u8], mut i: usize) -> usize {
     };
     while let Some(chunk) = b.get(i..i + 16) {
         let chunk: &[u8; 16] = chunk.try_into().expect("16 bytes");
-        if let Some(j) = first(chunk, mask16::<M>(chunk), i) {
+        if let Some(j) = first(mask16::<M>(chunk), i) {
             return j;
         }
         i += 16;
@@ -150,23 +150,13 @@ fn next_special<const M: u8>(b: &[u8], mut i: usize) -> usize {
         return b.len();
     }
     // The tail: the last 16 bytes again when there are that many (only the unseen ones
-    // count), else a zero-padded copy (the padding is masked off).
+    // count), else the tail's bytes in a register, zero above (the zeros are masked off).
     let found = if b.len() >= 16 {
         let base = b.len() - 16;
         let chunk: &[u8; 16] = b[base..].try_into().expect("16 bytes");
-        first(chunk, mask16::<M>(chunk) & (!0u32 << (16 - n)), base)
+        first(mask16::<M>(chunk) & (!0u32 << (16 - n)), base)
     } else {
-        let mut m = mask_reg::<M>(load_short(&b[i..])) & ((1u32 << n) - 1);
-        let mut found = None;
-        while m != 0 {
-            let j = m.trailing_zeros() as usize;
-            if special::<M>(b[i + j]) {
-                found = Some(i + j);
-                break;
-            }
-            m &= m - 1;
-        }
-        found
+        first(mask_reg::<M>(load_short(&b[i..])) & ((1u32 << n) - 1), i)
     };
     found.unwrap_or(b.len())
 }
