@@ -241,24 +241,17 @@ impl<'a> Members<'a> {
             // At a value.
             self.ws();
             match self.peek() {
-                Some(b'{') => {
+                Some(opener @ (b'{' | b'[')) => {
+                    let close = if opener == b'{' { b'}' } else { b']' };
                     self.i += 1;
                     self.ws();
-                    if self.peek() == Some(b'}') {
+                    if self.peek() == Some(close) {
                         self.i += 1;
                     } else {
-                        open.push(b'}');
-                        self.key_colon()?;
-                        continue;
-                    }
-                }
-                Some(b'[') => {
-                    self.i += 1;
-                    self.ws();
-                    if self.peek() == Some(b']') {
-                        self.i += 1;
-                    } else {
-                        open.push(b']');
+                        open.push(close);
+                        if close == b'}' {
+                            self.key_colon()?;
+                        }
                         continue;
                     }
                 }
