@@ -116,7 +116,7 @@ pub async fn slow_receiver(
 }
 
 /// After recovery: the product trims its heap after 5 s under 5 % of a core, checked every 5 s.
-const SETTLE: Duration = Duration::from_secs(12);
+pub(super) const SETTLE: Duration = Duration::from_secs(12);
 
 /// How long recovery may take: parked events come back through the retry consumer.
 const DRAIN_LIMIT: Duration = Duration::from_secs(90);

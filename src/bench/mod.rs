@@ -142,10 +142,15 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             m.parked
         );
         println!(
-            "memory after recovery (receiver at full speed, then 12 s idle): {:.0} MiB; the \
+            "memory after recovery (receiver at full speed, then {} s idle): {:.0} MiB; the \
              receiver had {} of {} events after {:.1} s; the mock deleted {} parked events \
              (5 MiB per partition) before they came back",
-            m.after_mb, m.delivered, m.produced, m.drain_s, m.deleted_by_mock
+            memory::SETTLE.as_secs(),
+            m.after_mb,
+            m.delivered,
+            m.produced,
+            m.drain_s,
+            m.deleted_by_mock
         );
     }
     drop(kafka);
