@@ -7,54 +7,106 @@ use std::borrow::Cow;
 /// [`super::scan`]). Borrows when the string has no escapes.
 pub(crate) fn unescape(raw: &str) -> Option<Cow<'_, str>> {
     let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
-        return Some(Cow::Borrowed(inner));
-    }
-    let mut out = String::with_capacity(inner.len());
     let bytes = inner.as_bytes();
-    // Copy the runs between escapes whole; only the escapes are looked at one by one.
-    let mut i = 0;
-    while let Some(pos) = memchr::memchr(b'\\', &bytes[i..]) {
-        let at = i + pos;
-        out.push_str(&inner[i..at]);
+    let Some(first) = next_backslash(bytes, 0) else {
+        return Some(Cow::Borrowed(inner));
+    };
+    let mut out = String::with_capacity(inner.len());
+    // Copy the runs between escapes whole; only the escapes are looked at one by one. Most runs
+    // are a few bytes long: an inline search finds their end sooner than a `memchr` call.
+    let (mut i, mut at) = (0, first);
+    loop {
+        out.push_str(inner.get(i..at)?);
         let esc = *bytes.get(at + 1)?;
         i = at + 2;
         match esc {
-            b'"' => out.push('"'),
-            b'\\' => out.push('\\'),
-            b'/' => out.push('/'),
-            b'b' => out.push('\u{8}'),
-            b'f' => out.push('\u{c}'),
-            b'n' => out.push('\n'),
-            b'r' => out.push('\r'),
-            b't' => out.push('\t'),
-            b'u' => {
-                let hi = hex4(bytes.get(i..i + 4)?)?;
-                i += 4;
-                if (0xD800..0xDC00).contains(&hi) {
-                    // A high surrogate: valid only when a low surrogate escape follows.
-                    let lo = bytes
-                        .get(i..i + 6)
-                        .filter(|n| n[0] == b'\\' && n[1] == b'u')
-                        .and_then(|n| hex4(&n[2..6]))
-                        .filter(|lo| (0xDC00..0xE000).contains(lo));
-                    match lo {
-                        Some(lo) => {
-                            i += 6;
-                            let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
-                            out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
-                        }
-                        None => out.push('\u{FFFD}'),
-                    }
-                } else {
-                    out.push(char::from_u32(hi).unwrap_or('\u{FFFD}'));
-                }
-            }
-            _ => return None,
+            b'u' => i = unicode(bytes, i, &mut out)?,
+            _ => out.push(simple_escape(esc)?),
+        }
+        match next_backslash(bytes, i) {
+            Some(next) => at = next,
+            None => break,
         }
     }
-    out.push_str(&inner[i..]);
+    out.push_str(inner.get(i..)?);
     Some(Cow::Owned(out))
+}
+
+/// The character a one-letter escape stands for.
+fn simple_escape(c: u8) -> Option<char> {
+    Some(match c {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        _ => return None,
+    })
+}
+
+/// Writes the character of the `\u` escape whose hex digits start at `i` (a surrogate pair
+/// takes the next escape too); returns the index after it.
+fn unicode(bytes: &[u8], mut i: usize, out: &mut String) -> Option<usize> {
+    let hi = hex4(bytes.get(i..i + 4)?)?;
+    i += 4;
+    let c = if (0xD800..0xDC00).contains(&hi) {
+        // A high surrogate: valid only when a low surrogate escape follows.
+        let lo = bytes
+            .get(i..i + 6)
+            .filter(|n| n[0] == b'\\' && n[1] == b'u')
+            .and_then(|n| hex4(&n[2..6]))
+            .filter(|lo| (0xDC00..0xE000).contains(lo));
+        match lo {
+            Some(lo) => {
+                i += 6;
+                char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+            }
+            None => None,
+        }
+    } else {
+        char::from_u32(hi)
+    };
+    out.push(c.unwrap_or('\u{FFFD}'));
+    Some(i)
+}
+
+/// Index of the first `\\` in `b` at or after `from`: 16 bytes per step, since the run after
+/// the last escape is often the long rest of a raw log.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(unused_unsafe)] // the intrinsics are safe to call on newer compilers, unsafe on older
+fn next_backslash(b: &[u8], mut from: usize) -> Option<usize> {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    while let Some(chunk) = b.get(from..from + 16) {
+        // SAFETY: SSE2 is part of the x86_64 baseline; the load reads exactly `chunk`'s 16 bytes.
+        let m = unsafe {
+            let x = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8)))
+        };
+        if m != 0 {
+            return Some(from + m.trailing_zeros() as usize);
+        }
+        from += 16;
+    }
+    next_backslash_bytewise(b, from)
+}
+
+/// Index of the first `\\` in `b` at or after `from`.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn next_backslash(b: &[u8], from: usize) -> Option<usize> {
+    next_backslash_bytewise(b, from)
+}
+
+#[inline(always)]
+fn next_backslash_bytewise(b: &[u8], from: usize) -> Option<usize> {
+    let rest = b.get(from..)?;
+    rest.iter().position(|&c| c == b'\\').map(|j| from + j)
 }
 
 fn hex4(b: &[u8]) -> Option<u32> {
@@ -92,6 +144,17 @@ mod tests {
             unescape(r#""a\"b\\c\/d\n\r\t\u0041\uD83D\uDE00""#).unwrap(),
             "a\"b\\c/d\n\r\tA😀"
         );
+    }
+
+    /// Escapes before, inside and after 16-byte steps, with Korean runs between them.
+    #[test]
+    fn long_runs_between_escapes() {
+        for run in [0, 1, 15, 16, 17, 31, 33, 100] {
+            let text = "한".repeat(run / 3) + &"a".repeat(run % 3);
+            let s = format!("{text}\"{text}\\{text}\n{text}");
+            let raw = serde_json::to_string(&s).unwrap();
+            assert_eq!(unescape(&raw).unwrap(), s, "run {run}");
+        }
     }
 
     #[test]
