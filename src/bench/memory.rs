@@ -32,8 +32,8 @@ pub struct Memory {
     /// Resident memory after recovery (the receiver unpaced, until it had every event or nothing
     /// more came) and 12 s idle, MiB.
     pub after_mb: f64,
-    /// Seconds from unpacing the receiver until it had every produced event (NaN: it never did,
-    /// e.g. when the mock deleted parked events).
+    /// Seconds from unpacing the receiver until it had every produced event, or until the last
+    /// one arrived when some never came (the mock deleted them).
     pub drain_s: f64,
     /// Frames the slow receiver got in the slow window.
     pub received: usize,
@@ -121,8 +121,8 @@ pub(super) const SETTLE: Duration = Duration::from_secs(12);
 /// How long recovery may take: parked events come back through the retry consumer.
 const DRAIN_LIMIT: Duration = Duration::from_secs(90);
 
-/// Seconds until `rx` holds at least `n` frames, or until nothing arrived for 5 s (NaN when it
-/// never got `n`), at most `limit`.
+/// Seconds until `rx` holds at least `n` frames or, when frames stop arriving for 5 s first
+/// (the mock deleted some), until the last one arrived; at most `limit`.
 async fn drained(rx: &Receiver, n: usize, limit: Duration) -> f64 {
     let t0 = Instant::now();
     let (mut last, mut progress) = (rx.count(), Instant::now());
@@ -135,7 +135,7 @@ async fn drained(rx: &Receiver, n: usize, limit: Duration) -> f64 {
             (last, progress) = (count, Instant::now());
         }
     }
-    f64::NAN
+    progress.duration_since(t0).as_secs_f64()
 }
 
 /// The low watermarks of the destination's retry topic (default `retry_topic`, destination

@@ -143,7 +143,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         );
         println!(
             "memory after recovery (receiver at full speed, then {} s idle): {:.0} MiB; the \
-             receiver had {} of {} events after {:.1} s; the mock deleted {} parked events \
+             receiver had {} of {} events, the last after {:.1} s; the mock deleted {} parked events \
              (5 MiB per partition) before they came back",
             memory::SETTLE.as_secs(),
             m.after_mb,
