@@ -114,6 +114,7 @@ impl PartitionTracker {
             moved = Some(o);
             st.pending.pop_front();
         }
+        crate::malloc::release_drained(&mut st.pending);
         if let Some(o) = moved {
             st.done = Some(o);
             if !st.closed {

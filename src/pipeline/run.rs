@@ -182,6 +182,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut held: VecDeque<OwnedMessage> = VecDeque::new();
     loop {
         if let Some(m) = held.pop_front() {
+            crate::malloc::release_drained(&mut held);
             let headers = m.headers().map_or(Headers::None, Headers::Owned);
             let input = input_of(&m, headers);
             let tracker = cache.get(&src.trackers, m.topic(), m.partition());

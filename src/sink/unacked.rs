@@ -100,6 +100,7 @@ impl InFlight {
         }
         if n > 0 {
             complete_all(self.done.drain(..));
+            crate::malloc::release_drained(&mut self.frames);
         }
         Acked { frames: n }
     }
