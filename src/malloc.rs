@@ -19,6 +19,8 @@ use std::time::Duration;
 const MMAP_THRESHOLD: i32 = 8 << 20;
 /// Free memory at the top of an arena beyond this is given back to the kernel.
 const TRIM_THRESHOLD: i32 = 64 << 20;
+/// Arenas (see [`tune`]).
+const ARENA_MAX: i32 = 1;
 
 /// Applies the settings; call once at start, before threads allocate.
 ///
@@ -28,13 +30,21 @@ const TRIM_THRESHOLD: i32 = 64 << 20;
 /// and resident). Most allocations here cross threads anyway (librdkafka allocates a message
 /// in its broker thread, the pipeline frees it), which locks the allocating thread's arena
 /// whatever the arena count; small ones come from each thread's cache without a lock.
+///
+/// A setting given in glibc's own environment variable (`MALLOC_ARENA_MAX`,
+/// `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`) is left as the operator set it.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune() {
-    // SAFETY: mallopt only changes allocator parameters; called before other threads exist.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
+    for (param, value, env) in [
+        (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"),
+        (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_"),
+        (libc::M_ARENA_MAX, ARENA_MAX, "MALLOC_ARENA_MAX"),
+    ] {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: mallopt only changes allocator parameters; called before other threads
+            // exist.
+            unsafe { libc::mallopt(param, value) };
+        }
     }
 }
 
