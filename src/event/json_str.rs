@@ -73,7 +73,7 @@ fn unicode(bytes: &[u8], mut i: usize, out: &mut String) -> Option<usize> {
     Some(i)
 }
 
-/// Index of the first `\\` in `b` at or after `from`: 16 bytes per step, since the run after
+/// Index of the first `\` in `b` at or after `from`: 16 bytes per step, since the run after
 /// the last escape is often the long rest of a raw log.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -96,7 +96,7 @@ fn next_backslash(b: &[u8], mut from: usize) -> Option<usize> {
     next_backslash_bytewise(b, from)
 }
 
-/// Index of the first `\\` in `b` at or after `from`.
+/// Index of the first `\` in `b` at or after `from`.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn next_backslash(b: &[u8], from: usize) -> Option<usize> {
