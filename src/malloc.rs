@@ -36,8 +36,16 @@ const ARENA_MAX: i32 = 1;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune() {
     for (param, value, env) in [
-        (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"),
-        (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_"),
+        (
+            libc::M_MMAP_THRESHOLD,
+            MMAP_THRESHOLD,
+            "MALLOC_MMAP_THRESHOLD_",
+        ),
+        (
+            libc::M_TRIM_THRESHOLD,
+            TRIM_THRESHOLD,
+            "MALLOC_TRIM_THRESHOLD_",
+        ),
         (libc::M_ARENA_MAX, ARENA_MAX, "MALLOC_ARENA_MAX"),
     ] {
         if std::env::var_os(env).is_none() {
@@ -59,7 +67,7 @@ const KEEP_ENTRIES: usize = 1024;
 /// `VecDeque` otherwise keeps its largest capacity for good (after a minute of backpressure
 /// the sink's unacknowledged frames, the partitions' pending offsets and the held messages
 /// kept about 13 MiB). Cheap to call after every removal: it acts only on an empty queue
-/// holding more than [`KEEP_ENTRIES`].
+/// holding more than 1,024 entries.
 #[inline]
 pub fn release_drained<T>(q: &mut VecDeque<T>) {
     if q.is_empty() && q.capacity() > KEEP_ENTRIES {

@@ -8,10 +8,10 @@
 //! to last frame), so the group join is not counted, and the child's CPU time and peak RSS from
 //! `/proc`. Figures are medians of `--runs`; ratios are taken within the same run.
 //!
-//! When rsyslog with imkafka is installed, it is measured too, the same way ([`rsyslog`]).
+//! When rsyslog with imkafka is installed, it is measured too, the same way (`rsyslog.rs`).
 //!
 //! Latency is measured last, on events produced live at half the measured TCP rate
-//! ([`latency`]), then memory with a receiver reading 1 % of a live input ([`memory`]).
+//! (`latency.rs`), then memory with a receiver reading 1 % of a live input (`memory.rs`).
 
 pub mod baseline;
 mod latency;

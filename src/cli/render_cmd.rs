@@ -67,7 +67,7 @@ render_flags! {
     bom: Str, "auto | always | never.";
     procid: Str, "RFC 5424 PROCID.";
     msgid: Str, "RFC 5424 MSGID (category = logType.category).";
-    sd_id: Str, "RFC 5424 SD-ID, name@<enterprise number>.";
+    sd_id: Str, "RFC 5424 SD-ID: a name, @ and an IANA enterprise number (plura@32473).";
     tag_colon: Bool, "true: RFC 3164 'TAG: '.";
     cef_header: Str, "cef only: rfc3164 | rfc5424 | none.";
     cef_tag: Bool, "cef only: TAG before CEF:0 in an rfc3164 prefix.";

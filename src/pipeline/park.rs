@@ -6,7 +6,7 @@
 //! A destination is parked when its sink has been down (not connected after a failed
 //! attempt) for [`DOWN_CONFIRM`] (capped by `park_after_ms`), or its queue stayed full for
 //! `park_after_ms`. It is unparked after a hold (see [`ParkFlag`]) once its sink is connected
-//! and its queue at most half full; the retry consumer ([`super::retry`]) then feeds the parked
+//! and its queue at most half full; the retry consumer (`retry.rs`) then feeds the parked
 //! events back.
 //!
 //! Frames still queued for a destination that is down are taken back and parked as rendered
