@@ -75,38 +75,9 @@ fn unicode(bytes: &[u8], mut i: usize, out: &mut String) -> Option<usize> {
 
 /// Index of the first `\` in `b` at or after `from`: 16 bytes per step, since the run after
 /// the last escape is often the long rest of a raw log.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-#[allow(unused_unsafe)] // the intrinsics are safe to call on newer compilers, unsafe on older
-fn next_backslash(b: &[u8], mut from: usize) -> Option<usize> {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
-    };
-    while let Some(chunk) = b.get(from..from + 16) {
-        // SAFETY: SSE2 is part of the x86_64 baseline; the load reads exactly `chunk`'s 16 bytes.
-        let m = unsafe {
-            let x = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
-            _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8)))
-        };
-        if m != 0 {
-            return Some(from + m.trailing_zeros() as usize);
-        }
-        from += 16;
-    }
-    next_backslash_bytewise(b, from)
-}
-
-/// Index of the first `\` in `b` at or after `from`.
-#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn next_backslash(b: &[u8], from: usize) -> Option<usize> {
-    next_backslash_bytewise(b, from)
-}
-
-#[inline(always)]
-fn next_backslash_bytewise(b: &[u8], from: usize) -> Option<usize> {
-    let rest = b.get(from..)?;
-    rest.iter().position(|&c| c == b'\\').map(|j| from + j)
+    Some(super::find::first::<false>(b, from, b"\\")).filter(|&j| j < b.len())
 }
 
 fn hex4(b: &[u8]) -> Option<u32> {

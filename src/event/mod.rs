@@ -6,6 +6,7 @@
 mod classify;
 mod decode;
 mod field;
+mod find;
 mod json_str;
 mod scan;
 

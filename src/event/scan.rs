@@ -297,51 +297,9 @@ impl<'a> Members<'a> {
 }
 
 /// Index of the first `"`, `\` or control byte of `b` at or after `i`, or `b.len()`.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-#[allow(unused_unsafe)] // the intrinsics are safe to call on newer compilers, unsafe on older
-fn next_special(b: &[u8], mut i: usize) -> usize {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
-    };
-    let mask = |chunk: &[u8; 16]| -> u32 {
-        // SAFETY: SSE2 is part of the x86_64 baseline; the load reads exactly `chunk`.
-        unsafe {
-            let x = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
-            let low = _mm_set1_epi8(0x1f);
-            let ctl = _mm_cmpeq_epi8(_mm_max_epu8(x, low), low); // bytes <= 0x1f
-            let q = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
-            let bs = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
-            _mm_movemask_epi8(_mm_or_si128(ctl, _mm_or_si128(q, bs))) as u32
-        }
-    };
-    while let Some(chunk) = b.get(i..i + 16) {
-        let chunk: &[u8; 16] = chunk.try_into().expect("16 bytes");
-        let m = mask(chunk);
-        if m != 0 {
-            return i + m.trailing_zeros() as usize;
-        }
-        i += 16;
-    }
-    tail(b, i)
-}
-
-/// Index of the first `"`, `\` or control byte of `b` at or after `i`, or `b.len()`.
-#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn next_special(b: &[u8], i: usize) -> usize {
-    tail(b, i)
-}
-
-#[inline(always)]
-fn tail(b: &[u8], i: usize) -> usize {
-    b.get(i..)
-        .and_then(|rest| {
-            rest.iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        })
-        .map_or(b.len(), |j| i + j)
+    super::find::first::<true>(b, i, b"\"\\")
 }
 
 #[cfg(test)]
