@@ -397,3 +397,30 @@ async fn invalid_events_are_dead_lettered_and_the_pipeline_goes_on() {
         );
     }
 }
+
+/// A destination lingers for more frames only while the pipeline has more: once the consumer
+/// has nothing ready, what was sent goes out at once. With a 60 s linger, events arrive in
+/// seconds only because the pipeline says it went idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_in_the_input_ends_the_linger() {
+    let kafka = start_kafka();
+    let brokers = kafka.bootstrap_servers();
+    let recv = Receiver::tcp(Split::OctetCounting).await.unwrap();
+    let toml = base_toml(&brokers, "idle-flush").replace(
+        "[forwarder]\n",
+        "[forwarder]\nbatch_linger_ms = 60000\n",
+    ) + &dest("siem", recv.addr());
+    let cfg = config(&toml);
+    let events = samples(0..12);
+    produce(&brokers, &events).await;
+    let mut arrived = 0;
+    run_until(cfg, async {
+        arrived = recv.wait_for(events.len(), Duration::from_secs(20)).await;
+    })
+    .await;
+    assert_eq!(
+        arrived,
+        events.len(),
+        "every event written while the pipeline waits for input, long before the linger ends"
+    );
+}

@@ -111,7 +111,8 @@ pub struct ForwarderConfig {
     pub batch_max_events: usize,
     /// Default 1 MiB.
     pub batch_max_bytes: usize,
-    /// Default 5.
+    /// Default 5. The longest a partial batch waits for more frames; it goes at once when
+    /// the consumer has nothing more ready.
     pub batch_linger_ms: u64,
     /// Default 1000.
     pub commit_interval_ms: u64,

@@ -158,6 +158,8 @@ pub struct Pipeline {
     tickets: Option<Arc<crate::ticket::TicketRouter>>,
     /// Parking, when enabled: the producer and one gate per destination.
     parking: Option<(Parker, Vec<ParkGate>)>,
+    /// Events handled since the destinations were last told that input had paused.
+    since_idle: bool,
 }
 
 /// What happened to one message (for tests and the demo's summary).
@@ -219,6 +221,7 @@ impl Pipeline {
             compliance: None,
             tickets: None,
             parking: None,
+            since_idle: false,
         }
     }
 
@@ -286,8 +289,19 @@ impl Pipeline {
         self.renderers.len()
     }
 
+    /// The consumer has nothing more right now: the destinations write what they have instead
+    /// of lingering for more (once per pause in the input, whatever its length).
+    pub fn input_paused(&mut self) {
+        if std::mem::take(&mut self.since_idle) {
+            self.destinations
+                .iter()
+                .for_each(|d| d.sender.upstream_idle());
+        }
+    }
+
     /// Handles one message: waits while a destination's queue is full (backpressure).
     pub async fn handle(&mut self, input: Input<'_>, tracker: &Arc<PartitionTracker>) -> Handled {
+        self.since_idle = true;
         self.consumed_counter(input.topic).increment(1);
         let payload = input.payload.unwrap_or_default();
         let origin = Origin {

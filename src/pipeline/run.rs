@@ -200,10 +200,20 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             }
             continue;
         }
+        let recv = src.consumer.recv();
+        tokio::pin!(recv);
+        // When nothing is ready the destinations stop lingering: what this burst sent goes out.
+        let next = std::future::poll_fn(|cx| {
+            let polled = recv.as_mut().poll(cx);
+            if polled.is_pending() {
+                pipeline.input_paused();
+            }
+            polled
+        });
         let msg = tokio::select! {
             biased;
             _ = opts.shutdown.cancelled() => break,
-            msg = src.consumer.recv() => msg,
+            msg = next => msg,
         };
         let msg = match msg {
             Ok(m) => m,

@@ -6,8 +6,13 @@
 //! While a batch lingers the batcher does not wait on the queue, which would wake it for every
 //! frame (a context switch each, 10 % of the process under load): it sleeps until the linger
 //! ends or the senders see a full batch queued ([`BatchWake`]), then takes what is there.
+//!
+//! Lingering only pays while more frames are coming. When the pipeline has handed over all it
+//! fetched and waits on Kafka, it says so ([`BatchWake::upstream_idle`]): the batch goes out at
+//! once instead of waiting out the linger, so that a burst costs its own processing time and
+//! not `batch_linger_ms` more. Under full load the pipeline never waits and batches fill.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +52,10 @@ pub(crate) struct BatchWake {
     /// Queue length that makes a full batch; 0 (unset) wakes on every frame.
     full_at: AtomicUsize,
     /// Whether the batcher is lingering (only then is a wake worth a notify).
-    lingering: std::sync::atomic::AtomicBool,
+    lingering: AtomicBool,
+    /// The pipeline had nothing more to send when it last looked: end the batch once the
+    /// queue is empty.
+    upstream_idle: AtomicBool,
 }
 
 impl BatchWake {
@@ -56,6 +64,23 @@ impl BatchWake {
         if len >= self.full_at.load(Ordering::Relaxed) && self.lingering.load(Ordering::SeqCst) {
             self.notify.notify_one();
         }
+    }
+
+    /// The pipeline has queued everything it had and waits for input: a lingering batch can
+    /// go now. Cheap when nothing lingers (two atomic operations).
+    pub fn upstream_idle(&self) {
+        // SeqCst pairs with the batcher's store of `lingering` and its load of
+        // `upstream_idle`: at least one side sees the other.
+        self.upstream_idle.store(true, Ordering::SeqCst);
+        if self.lingering.load(Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Takes the idle mark (one batch per mark).
+    fn take_upstream_idle(&self) -> bool {
+        self.upstream_idle.load(Ordering::Relaxed)
+            && self.upstream_idle.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -141,20 +166,23 @@ impl Batcher {
                 Ok(f) => f,
                 Err(mpsc::error::TryRecvError::Disconnected) => return Next::Batch,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    if self.draining() || self.limits.linger.is_zero() {
+                    let wake = &self.wake.batch_wake;
+                    if self.draining() || self.limits.linger.is_zero() || wake.take_upstream_idle()
+                    {
                         return Next::Batch;
                     }
                     if Instant::now() >= deadline {
                         return Next::Batch;
                     }
                     // Linger without waiting on the queue; then take whatever arrived.
-                    let wake = &self.wake.batch_wake;
                     wake.lingering.store(true, Ordering::SeqCst);
                     let full = wake.notify.notified();
                     tokio::pin!(full);
                     full.as_mut().enable();
-                    // A full batch may have been queued before `lingering` was seen.
-                    if rx.len() + out.len() < self.limits.max_events && rx.len() < rx.max_capacity()
+                    // A full batch, or the idle mark, may have come before `lingering` was seen.
+                    if rx.len() + out.len() < self.limits.max_events
+                        && rx.len() < rx.max_capacity()
+                        && !wake.upstream_idle.load(Ordering::SeqCst)
                     {
                         tokio::select! {
                             biased;
@@ -303,6 +331,64 @@ mod tests {
             t0.elapsed() < Duration::from_secs(2),
             "woken by the full queue, not the 5 s linger"
         );
+    }
+
+    #[tokio::test]
+    async fn idle_upstream_ends_the_linger_early() {
+        let (tx, rx) = mpsc::channel(64);
+        let shared: Arc<super::super::status::Shared> = Arc::default();
+        let limits = Limits {
+            max_events: 100,
+            max_bytes: 1 << 20,
+            linger: Duration::from_secs(5),
+        };
+        let mut b = Batcher::new(rx, limits, CancellationToken::new(), Arc::clone(&shared));
+        let mut fs = frames(3, 10);
+        tx.send(fs.remove(0)).await.unwrap();
+        let t0 = Instant::now();
+        let task = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let next = b.next(&mut out, None).await;
+            (next, out.len(), b)
+        });
+        // The batch is lingering by now; two more frames, then the sender goes idle.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for f in fs {
+            tx.send(f).await.unwrap();
+        }
+        shared.batch_wake.upstream_idle();
+        let (next, len, mut b) = task.await.unwrap();
+        assert_eq!((next, len), (Next::Batch, 3));
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "ended by the idle sender, not the 5 s linger"
+        );
+        // The mark is used up: the next batch lingers again.
+        tx.send(frames(1, 10).pop().unwrap()).await.unwrap();
+        let mut out = Vec::new();
+        let waited = tokio::time::timeout(Duration::from_millis(200), b.next(&mut out, None)).await;
+        assert!(waited.is_err(), "one idle mark ends one batch");
+    }
+
+    #[tokio::test]
+    async fn an_idle_mark_before_the_batch_ends_it_once_the_queue_is_empty() {
+        let (tx, rx) = mpsc::channel(64);
+        let shared: Arc<super::super::status::Shared> = Arc::default();
+        let limits = Limits {
+            max_events: 100,
+            max_bytes: 1 << 20,
+            linger: Duration::from_secs(5),
+        };
+        let mut b = Batcher::new(rx, limits, CancellationToken::new(), Arc::clone(&shared));
+        // The sender queued its burst and went idle while the writer was busy elsewhere.
+        for f in frames(3, 10) {
+            tx.send(f).await.unwrap();
+        }
+        shared.batch_wake.upstream_idle();
+        let mut out = Vec::new();
+        let next = tokio::time::timeout(Duration::from_secs(2), b.next(&mut out, None)).await;
+        assert_eq!(next.ok(), Some(Next::Batch));
+        assert_eq!(out.len(), 3, "the whole burst in one batch");
     }
 
     #[tokio::test]

@@ -78,6 +78,12 @@ impl SinkSender {
         }
     }
 
+    /// The sender has nothing more for now: a lingering batch can be written at once
+    /// (see [`super::batch`]).
+    pub fn upstream_idle(&self) {
+        self.shared.batch_wake.upstream_idle();
+    }
+
     /// The connection state (one atomic load).
     pub fn state(&self) -> SinkState {
         self.shared.state()
