@@ -406,10 +406,9 @@ async fn a_pause_in_the_input_ends_the_linger() {
     let kafka = start_kafka();
     let brokers = kafka.bootstrap_servers();
     let recv = Receiver::tcp(Split::OctetCounting).await.unwrap();
-    let toml = base_toml(&brokers, "idle-flush").replace(
-        "[forwarder]\n",
-        "[forwarder]\nbatch_linger_ms = 60000\n",
-    ) + &dest("siem", recv.addr());
+    let toml = base_toml(&brokers, "idle-flush")
+        .replace("[forwarder]\n", "[forwarder]\nbatch_linger_ms = 60000\n")
+        + &dest("siem", recv.addr());
     let cfg = config(&toml);
     let events = samples(0..12);
     produce(&brokers, &events).await;
@@ -422,5 +421,44 @@ async fn a_pause_in_the_input_ends_the_linger() {
         arrived,
         events.len(),
         "every event written while the pipeline waits for input, long before the linger ends"
+    );
+}
+
+/// A filter on `logOrigin` sees the raw log even when no destination renders it (decoding
+/// skips the raw log only when nothing reads it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_on_the_raw_log_works_without_include_raw_log() {
+    let kafka = start_kafka();
+    let brokers = kafka.bootstrap_servers();
+    let recv = Receiver::tcp(Split::OctetCounting).await.unwrap();
+    let pattern = r"\?id=[0-9]*[13579] ";
+    let toml = base_toml(&brokers, "raw-filter")
+        + &format!(
+            "[[syslog]]\nname = \"odd\"\nprotocol = \"tcp\"\naddress = \"{}\"\n\
+             [syslog.filter.fields]\nlogOrigin = '{pattern}'\n",
+            recv.addr()
+        );
+    let cfg = config(&toml);
+    let events = samples(0..40);
+    let re = regex::Regex::new(pattern).unwrap();
+    let want = events
+        .iter()
+        .filter(|(_, ev)| ev["logOrigin"].as_str().is_some_and(|o| re.is_match(o)))
+        .count();
+    assert!(
+        want > 0 && want < events.len(),
+        "the filter must split the sample"
+    );
+    produce(&brokers, &events).await;
+    run_until(cfg, async {
+        recv.wait_for(want, Duration::from_secs(20)).await;
+        // Anything the filter should have kept out has had time to arrive too.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+    assert_eq!(
+        recv.count(),
+        want,
+        "exactly the events whose raw log matches"
     );
 }

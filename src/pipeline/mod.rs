@@ -126,6 +126,8 @@ pub struct TopicOptions {
     pub bound: Vec<(String, crate::event::LogType)>,
     /// `kafka.max_event_bytes`.
     pub max_event_bytes: usize,
+    /// Whether anything reads `logOrigin` (see [`DecodeOptions::raw_log`]).
+    pub raw_log: bool,
 }
 
 impl TopicOptions {
@@ -133,6 +135,7 @@ impl TopicOptions {
         DecodeOptions {
             max_event_bytes: self.max_event_bytes,
             topic_log_type: self.bound.iter().find(|(t, _)| t == topic).map(|(_, l)| *l),
+            raw_log: self.raw_log,
         }
     }
 }

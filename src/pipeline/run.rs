@@ -85,6 +85,10 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             .filter_map(|(t, l)| LogType::from_name(l).map(|l| (t.clone(), l)))
             .collect(),
         max_event_bytes: k.max_event_bytes,
+        // Tickets may carry the raw log and filter on it: kept whenever there are any.
+        raw_log: config.syslog.iter().any(|d| d.render.include_raw_log)
+            || router.reads(crate::event::Field::LogOrigin)
+            || opts.tickets.is_some(),
     };
     let mut pipeline = Pipeline::new(router, destinations, dead_letter.clone(), topics.clone());
     pipeline.set_compliance(opts.compliance.clone());

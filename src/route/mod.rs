@@ -100,6 +100,11 @@ impl Matcher {
         })
     }
 
+    /// Whether a `filter.fields` condition tests `field`.
+    pub fn reads(&self, field: Field) -> bool {
+        self.fields.iter().any(|(f, _, _)| *f == Some(field))
+    }
+
     /// Whether the selection and every filter condition hold.
     pub fn matches(&self, ev: &Event<'_>) -> bool {
         self.select.wants(ev.log_type, ev.category) && self.filter_holds(ev)
@@ -209,6 +214,11 @@ impl Router {
             return Err(ConfigError(errs));
         }
         Ok(Router { dests })
+    }
+
+    /// Whether some destination's filter tests `field`.
+    pub fn reads(&self, field: Field) -> bool {
+        self.dests.iter().any(|d| d.matcher.reads(field))
     }
 
     /// Number of destinations.
