@@ -55,6 +55,11 @@ fn harness_runs_every_kind_of_measurement() {
     assert!(stdout.contains("scale-out: 2 replicas / 1"), "{stdout}");
     let (got, want) = got_of(&stdout, "latency at", "received ");
     assert_eq!(got, want, "every live event delivered:\n{stdout}");
+    let ack = stdout
+        .lines()
+        .find(|l| l.contains("send to broker ack"))
+        .unwrap_or_else(|| panic!("no producer-side latency:\n{stdout}"));
+    assert!(!ack.contains("NaN"), "acknowledgement times measured: {ack}");
     assert!(stdout.contains("memory, input"), "{stdout}");
     // Recovery: once the receiver reads at full speed, every event produced arrives (this load
     // fits the mock's retention, so parked events all come back).

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 use super::measure::{http_get, machine_ticks, ready_product, stop};
@@ -29,6 +28,9 @@ pub struct Latency {
     /// How busy the whole machine was while producing (0–1): the producer and the broker run
     /// beside the forwarder.
     pub machine_busy: f64,
+    /// p50 and p99 of the time from `send` to the broker's acknowledgement, in ms: the part of
+    /// the latency before the forwarder could fetch the event.
+    pub ack_ms: (f64, f64),
 }
 
 /// Produces to `topic` at `rate` events/s for `secs` seconds while the product forwards them.
@@ -46,7 +48,8 @@ pub async fn at_rate(
     let (mut child, admin, dir) =
         ready_product(rx.addr(), brokers, topic, group, "latency", true).await?;
     let (busy0, total0) = machine_ticks();
-    let (produced, achieved) = produce_live(brokers, topic, rate, secs).await?;
+    let live = produce_live(brokers, topic, rate, secs).await?;
+    let produced = live.produced;
     let (busy1, total1) = machine_ticks();
     let machine_busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
     rx.wait_for(produced as usize, Duration::from_secs(30))
@@ -63,7 +66,8 @@ pub async fn at_rate(
     stop(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Latency {
-        rate: achieved,
+        rate: live.rate,
+        ack_ms: (live.ack_p50_ms, live.ack_p99_ms),
         produced,
         received: rx.count(),
         p50_ms,
@@ -72,22 +76,62 @@ pub async fn at_rate(
     })
 }
 
-/// Produces sample events to `topic` at `rate` events/s for `secs` seconds; returns the events
-/// produced and the rate achieved. Waits for every delivery report.
+/// What [`produce_live`] did.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Live {
+    /// Events produced (every one acknowledged by the broker).
+    pub produced: u64,
+    /// Events produced per second (achieved).
+    pub rate: f64,
+    /// From the `send` call (the Kafka timestamp) to the broker's acknowledgement, in ms: p50
+    /// and p99. The forwarder cannot see an event before the broker has it, so this part of
+    /// the end-to-end latency happens before the forwarder.
+    pub ack_p50_ms: f64,
+    /// 99th percentile of the same.
+    pub ack_p99_ms: f64,
+}
+
+/// Records, in its delivery callback (librdkafka's poll thread), how long each record took
+/// from `send` to the broker's acknowledgement.
+#[derive(Default)]
+struct AckTimes {
+    ms: std::sync::Mutex<Vec<f32>>,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl rdkafka::ClientContext for AckTimes {}
+
+impl rdkafka::producer::ProducerContext for AckTimes {
+    type DeliveryOpaque = Box<Instant>;
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, sent: Box<Instant>) {
+        if result.is_err() {
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        let ms = sent.elapsed().as_secs_f32() * 1000.0;
+        self.ms.lock().unwrap_or_else(|p| p.into_inner()).push(ms);
+    }
+}
+
+/// Produces sample events to `topic` at `rate` events/s for `secs` seconds and waits until the
+/// broker has acknowledged every one.
 ///
 /// # Errors
-/// When the producer cannot be created or refuses a record.
+/// When the producer cannot be created, refuses a record, or a record is not delivered.
 pub(super) async fn produce_live(
     brokers: &str,
     topic: &str,
     rate: u64,
     secs: u64,
-) -> anyhow::Result<(u64, f64)> {
-    let producer: FutureProducer = ClientConfig::new()
+) -> anyhow::Result<Live> {
+    use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
+    let producer: ThreadedProducer<AckTimes> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "2000000")
-        .create()?;
+        .create_with_context(AckTimes::default())?;
     let payloads: Vec<Vec<u8>> = (0..240u64)
         .map(|seq| {
             let (t, c) = ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize];
@@ -99,7 +143,6 @@ pub(super) async fn produce_live(
     let start = Instant::now();
     let total = rate * secs;
     let mut produced = 0u64;
-    let mut pending = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     while produced < total {
         tick.tick().await;
@@ -107,19 +150,38 @@ pub(super) async fn produce_live(
         while produced < due.min(total) {
             let payload = &payloads[(produced % payloads.len() as u64) as usize];
             let key = produced.to_le_bytes();
-            let rec = FutureRecord::to(topic).payload(payload).key(&key[..]);
-            match producer.send_result(rec) {
-                Ok(f) => pending.push(f),
-                Err((e, _)) => anyhow::bail!("producing: {e}"),
+            let rec = BaseRecord::with_opaque_to(topic, Box::new(Instant::now()))
+                .payload(payload)
+                .key(&key[..]);
+            if let Err((e, _)) = producer.send(rec) {
+                anyhow::bail!("producing: {e}");
             }
             produced += 1;
         }
     }
-    let achieved = produced as f64 / start.elapsed().as_secs_f64();
-    for f in pending {
-        let _ = f.await;
-    }
-    Ok((produced, achieved))
+    let rate = produced as f64 / start.elapsed().as_secs_f64();
+    let flushed = tokio::task::spawn_blocking(move || {
+        let r = producer.flush(Duration::from_secs(60));
+        (r, producer)
+    })
+    .await?;
+    let (flush, producer) = flushed;
+    flush?;
+    let ctx = producer.context();
+    let failed = ctx.failed.load(std::sync::atomic::Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "{failed} records were not delivered");
+    let mut ms = std::mem::take(&mut *ctx.ms.lock().unwrap_or_else(|p| p.into_inner()));
+    ms.sort_by(f32::total_cmp);
+    let at = |q: f64| {
+        let i = ((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len().max(1)) - 1;
+        ms.get(i).map_or(f64::NAN, |&v| f64::from(v))
+    };
+    Ok(Live {
+        produced,
+        rate,
+        ack_p50_ms: at(0.5),
+        ack_p99_ms: at(0.99),
+    })
 }
 
 /// p50 and p99 of `end_to_end_seconds` summed over destinations, interpolated inside the

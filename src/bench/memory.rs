@@ -84,7 +84,8 @@ pub async fn slow_receiver(
     };
     let (produced, (peak_mb, end_mb)) =
         tokio::join!(produce_live(brokers, topic, input_rate, secs), sample);
-    let (sent, achieved) = produced?;
+    let live = produced?;
+    let (sent, achieved) = (live.produced, live.rate);
     let slow_received = rx.count();
     rx.unpace();
     let drain_s = drained(&rx, sent as usize, DRAIN_LIMIT).await;
