@@ -59,7 +59,10 @@ fn harness_runs_every_kind_of_measurement() {
         .lines()
         .find(|l| l.contains("send to broker ack"))
         .unwrap_or_else(|| panic!("no producer-side latency:\n{stdout}"));
-    assert!(!ack.contains("NaN"), "acknowledgement times measured: {ack}");
+    assert!(
+        !ack.contains("NaN"),
+        "acknowledgement times measured: {ack}"
+    );
     assert!(stdout.contains("memory, input"), "{stdout}");
     // Recovery: once the receiver reads at full speed, every event produced arrives (this load
     // fits the mock's retention, so parked events all come back).

@@ -261,6 +261,25 @@ mod tests {
         )
     }
 
+    /// A batcher that lingers 5 s, with the state its senders share.
+    fn lingering_batcher(
+        max_events: usize,
+    ) -> (
+        mpsc::Sender<Frame>,
+        Batcher,
+        Arc<super::super::status::Shared>,
+    ) {
+        let (tx, rx) = mpsc::channel(64);
+        let shared: Arc<super::super::status::Shared> = Arc::default();
+        let limits = Limits {
+            max_events,
+            max_bytes: 1 << 20,
+            linger: Duration::from_secs(5),
+        };
+        let b = Batcher::new(rx, limits, CancellationToken::new(), Arc::clone(&shared));
+        (tx, b, shared)
+    }
+
     #[tokio::test]
     async fn batches_by_events_and_bytes() {
         let (tx, mut b, _c) = batcher(4, 250, 5);
@@ -304,14 +323,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_batch_queued_ends_the_linger_early() {
-        let (tx, rx) = mpsc::channel(64);
-        let shared: Arc<super::super::status::Shared> = Arc::default();
-        let limits = Limits {
-            max_events: 4,
-            max_bytes: 1 << 20,
-            linger: Duration::from_secs(5),
-        };
-        let mut b = Batcher::new(rx, limits, CancellationToken::new(), Arc::clone(&shared));
+        let (tx, mut b, shared) = lingering_batcher(4);
         let mut fs = frames(5, 10);
         tx.send(fs.remove(0)).await.unwrap();
         let t0 = Instant::now();
@@ -335,14 +347,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_upstream_ends_the_linger_early() {
-        let (tx, rx) = mpsc::channel(64);
-        let shared: Arc<super::super::status::Shared> = Arc::default();
-        let limits = Limits {
-            max_events: 100,
-            max_bytes: 1 << 20,
-            linger: Duration::from_secs(5),
-        };
-        let mut b = Batcher::new(rx, limits, CancellationToken::new(), Arc::clone(&shared));
+        let (tx, mut b, shared) = lingering_batcher(100);
         let mut fs = frames(3, 10);
         tx.send(fs.remove(0)).await.unwrap();
         let t0 = Instant::now();
@@ -372,14 +377,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_mark_before_the_batch_ends_it_once_the_queue_is_empty() {
-        let (tx, rx) = mpsc::channel(64);
-        let shared: Arc<super::super::status::Shared> = Arc::default();
-        let limits = Limits {
-            max_events: 100,
-            max_bytes: 1 << 20,
-            linger: Duration::from_secs(5),
-        };
-        let mut b = Batcher::new(rx, limits, CancellationToken::new(), Arc::clone(&shared));
+        let (tx, mut b, shared) = lingering_batcher(100);
         // The sender queued its burst and went idle while the writer was busy elsewhere.
         for f in frames(3, 10) {
             tx.send(f).await.unwrap();
