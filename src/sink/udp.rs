@@ -27,6 +27,9 @@ pub(crate) struct UdpWriter {
     sock: Option<UdpSocket>,
     backoff: Backoff,
     attempted: bool,
+    /// The `sendmmsg` arrays, kept between calls.
+    #[cfg(target_os = "linux")]
+    mmsg: Mmsg,
 }
 
 impl UdpWriter {
@@ -38,6 +41,8 @@ impl UdpWriter {
             sock: None,
             backoff: Backoff::default(),
             attempted: false,
+            #[cfg(target_os = "linux")]
+            mmsg: Mmsg::default(),
         }
     }
 
@@ -94,6 +99,9 @@ impl UdpWriter {
             let rest = batch.get(sent..).unwrap_or_default();
             self.ensure_socket().await;
             let Some(sock) = &self.sock else { continue };
+            #[cfg(target_os = "linux")]
+            let res = send_some(sock, rest, &mut self.mmsg).await;
+            #[cfg(not(target_os = "linux"))]
             let res = send_some(sock, rest).await;
             self.ctx.send_calls(1);
             match res {
@@ -167,7 +175,7 @@ fn is_oversize(e: &io::Error) -> bool {
 
 /// Sends a prefix of `frames` (at least one datagram unless it fails).
 #[cfg(target_os = "linux")]
-async fn send_some(sock: &UdpSocket, frames: &[Frame]) -> io::Result<Sent> {
+async fn send_some(sock: &UdpSocket, frames: &[Frame], mmsg: &mut Mmsg) -> io::Result<Sent> {
     use std::os::fd::AsRawFd;
     let fd = sock.as_raw_fd();
     let chunk = frames
@@ -175,48 +183,69 @@ async fn send_some(sock: &UdpSocket, frames: &[Frame]) -> io::Result<Sent> {
         .unwrap_or_default();
     loop {
         sock.writable().await?;
-        match sock.try_io(tokio::io::Interest::WRITABLE, || sendmmsg(fd, chunk)) {
+        match sock.try_io(tokio::io::Interest::WRITABLE, || mmsg.send(fd, chunk)) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             res => return res,
         }
     }
 }
 
-/// One `sendmmsg` call; checks that every datagram went out whole.
+/// The arrays `sendmmsg` reads, reused so that a call allocates nothing (two allocations of
+/// up to 80 KB per call were about 5 % of the sink thread, under the one malloc arena's lock).
 #[cfg(target_os = "linux")]
-fn sendmmsg(fd: std::os::fd::RawFd, frames: &[Frame]) -> io::Result<Sent> {
-    let mut iov: Vec<libc::iovec> = frames
-        .iter()
-        .map(|f| libc::iovec {
+#[derive(Default)]
+struct Mmsg {
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers in the arrays are written and read only inside `Mmsg::send`, which
+// clears both arrays before it returns: between calls they hold no pointer at all.
+#[cfg(target_os = "linux")]
+unsafe impl Send for Mmsg {}
+
+#[cfg(target_os = "linux")]
+impl Mmsg {
+    /// One `sendmmsg` call; checks that every datagram went out whole.
+    fn send(&mut self, fd: std::os::fd::RawFd, frames: &[Frame]) -> io::Result<Sent> {
+        let result = self.fill_and_send(fd, frames);
+        self.msgs.clear();
+        self.iov.clear();
+        result
+    }
+
+    fn fill_and_send(&mut self, fd: std::os::fd::RawFd, frames: &[Frame]) -> io::Result<Sent> {
+        self.iov.clear();
+        self.iov.extend(frames.iter().map(|f| libc::iovec {
             iov_base: f.bytes.as_ptr() as *mut libc::c_void,
             iov_len: f.bytes.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
+        }));
+        // `iov` is complete: it does not move while `msgs` points into it.
+        self.msgs.clear();
+        self.msgs.extend(self.iov.iter_mut().map(|v| {
             // SAFETY: mmsghdr is a plain C struct; all-zero is a valid "no name, no control" value.
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
             m.msg_hdr.msg_iov = v as *mut libc::iovec;
             m.msg_hdr.msg_iovlen = 1;
             m
-        })
-        .collect();
-    let vlen = libc::c_uint::try_from(msgs.len()).unwrap_or(libc::c_uint::MAX);
-    // SAFETY: `msgs` and the iovecs it points to live until the call returns, each iovec points
-    // into a live `Bytes`, and the kernel writes only `msg_len` fields.
-    let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), vlen, libc::MSG_DONTWAIT) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
+        }));
+        let vlen = libc::c_uint::try_from(self.msgs.len()).unwrap_or(libc::c_uint::MAX);
+        // SAFETY: `msgs` and the iovecs it points to live until the call returns, each iovec
+        // points into a live `Bytes`, and the kernel writes only `msg_len` fields.
+        let r = unsafe { libc::sendmmsg(fd, self.msgs.as_mut_ptr(), vlen, libc::MSG_DONTWAIT) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let datagrams = usize::try_from(r).unwrap_or(0);
+        let short = self
+            .msgs
+            .iter()
+            .zip(frames)
+            .take(datagrams)
+            .filter(|(m, f)| m.msg_len as usize != f.bytes.len())
+            .count();
+        Ok(Sent { datagrams, short })
     }
-    let datagrams = usize::try_from(r).unwrap_or(0);
-    let short = msgs
-        .iter()
-        .zip(frames)
-        .take(datagrams)
-        .filter(|(m, f)| m.msg_len as usize != f.bytes.len())
-        .count();
-    Ok(Sent { datagrams, short })
 }
 
 /// Elsewhere: one `send` per datagram.
