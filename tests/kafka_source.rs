@@ -54,9 +54,13 @@ async fn finished_events_are_committed_and_the_next_run_starts_after_them() {
         acks.into_iter().for_each(|a| a.done());
         seen += 1;
     }
-    src.consumer
-        .commit_consumer_state(CommitMode::Sync)
-        .expect("commit");
+    if let Err(e) = src.consumer.commit_consumer_state(CommitMode::Sync) {
+        // The auto-commit (every 100 ms here) may already have committed everything stored.
+        assert!(
+            plura_forwarder::source::is_no_offset_error(&e),
+            "commit: {e}"
+        );
+    }
     let committed = src
         .consumer
         .committed(Duration::from_secs(5))
