@@ -78,8 +78,8 @@ impl SinkSender {
         }
     }
 
-    /// The sender has nothing more for now: a lingering batch can be written at once
-    /// (see [`super::batch`]).
+    /// The sender has nothing more for now: a lingering batch can be written at once instead
+    /// of waiting out `batch_linger_ms`.
     pub fn upstream_idle(&self) {
         self.shared.batch_wake.upstream_idle();
     }
