@@ -174,7 +174,8 @@ impl Batcher {
                     if Instant::now() >= deadline {
                         return Next::Batch;
                     }
-                    // Linger without waiting on the queue; then take whatever arrived.
+                    // Linger without waiting on the queue; then look again from the top (the
+                    // idle mark that woke it is taken there, by the batch it ends).
                     wake.lingering.store(true, Ordering::SeqCst);
                     let full = wake.notify.notified();
                     tokio::pin!(full);
@@ -192,10 +193,7 @@ impl Batcher {
                         }
                     }
                     wake.lingering.store(false, Ordering::Relaxed);
-                    match rx.try_recv() {
-                        Ok(f) => f,
-                        Err(_) => return Next::Batch,
-                    }
+                    continue;
                 }
             };
             if bytes + frame.bytes.len() > self.limits.max_bytes {
@@ -373,6 +371,29 @@ mod tests {
         let mut out = Vec::new();
         let waited = tokio::time::timeout(Duration::from_millis(200), b.next(&mut out, None)).await;
         assert!(waited.is_err(), "one idle mark ends one batch");
+    }
+
+    #[tokio::test]
+    async fn an_idle_mark_with_nothing_new_ends_only_the_lingering_batch() {
+        let (tx, mut b, shared) = lingering_batcher(100);
+        tx.send(frames(1, 10).pop().unwrap()).await.unwrap();
+        let task = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let next = b.next(&mut out, None).await;
+            (next, out.len(), b)
+        });
+        // The batch is lingering by now; the sender goes idle without sending more.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shared.batch_wake.upstream_idle();
+        let (next, len, mut b) = tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("ended by the idle mark, not the 5 s linger")
+            .unwrap();
+        assert_eq!((next, len), (Next::Batch, 1));
+        tx.send(frames(1, 10).pop().unwrap()).await.unwrap();
+        let mut out = Vec::new();
+        let waited = tokio::time::timeout(Duration::from_millis(200), b.next(&mut out, None)).await;
+        assert!(waited.is_err(), "the mark was used by the batch it ended");
     }
 
     #[tokio::test]
