@@ -160,13 +160,10 @@ pub(super) async fn produce_live(
         }
     }
     let rate = produced as f64 / start.elapsed().as_secs_f64();
-    let flushed = tokio::task::spawn_blocking(move || {
-        let r = producer.flush(Duration::from_secs(60));
-        (r, producer)
-    })
-    .await?;
-    let (flush, producer) = flushed;
-    flush?;
+    let (flushed, producer) =
+        tokio::task::spawn_blocking(move || (producer.flush(Duration::from_secs(60)), producer))
+            .await?;
+    flushed?;
     let ctx = producer.context();
     let failed = ctx.failed.load(std::sync::atomic::Ordering::Relaxed);
     anyhow::ensure!(failed == 0, "{failed} records were not delivered");

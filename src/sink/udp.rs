@@ -214,14 +214,13 @@ impl Mmsg {
         result
     }
 
+    /// Fills the arrays (empty on entry: `send` clears them after every call) and sends.
     fn fill_and_send(&mut self, fd: std::os::fd::RawFd, frames: &[Frame]) -> io::Result<Sent> {
-        self.iov.clear();
         self.iov.extend(frames.iter().map(|f| libc::iovec {
             iov_base: f.bytes.as_ptr() as *mut libc::c_void,
             iov_len: f.bytes.len(),
         }));
         // `iov` is complete: it does not move while `msgs` points into it.
-        self.msgs.clear();
         self.msgs.extend(self.iov.iter_mut().map(|v| {
             // SAFETY: mmsghdr is a plain C struct; all-zero is a valid "no name, no control" value.
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
