@@ -278,6 +278,15 @@ mod tests {
         (tx, b, shared)
     }
 
+    /// The next batch, taken in a task of its own: what it returned, its size, and the batcher.
+    fn next_in_task(mut b: Batcher) -> tokio::task::JoinHandle<((Next, usize), Batcher)> {
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            let next = b.next(&mut out, None).await;
+            ((next, out.len()), b)
+        })
+    }
+
     #[tokio::test]
     async fn batches_by_events_and_bytes() {
         let (tx, mut b, _c) = batcher(4, 250, 5);
@@ -321,22 +330,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_batch_queued_ends_the_linger_early() {
-        let (tx, mut b, shared) = lingering_batcher(4);
+        let (tx, b, shared) = lingering_batcher(4);
         let mut fs = frames(5, 10);
         tx.send(fs.remove(0)).await.unwrap();
         let t0 = Instant::now();
-        let task = tokio::spawn(async move {
-            let mut out = Vec::new();
-            let next = b.next(&mut out, None).await;
-            (next, out.len())
-        });
+        let task = next_in_task(b);
         tokio::time::sleep(Duration::from_millis(50)).await;
         for f in fs {
             tx.send(f).await.unwrap();
             // What a `SinkSender` reports after each frame.
             shared.batch_wake.queued(tx.max_capacity() - tx.capacity());
         }
-        assert_eq!(task.await.unwrap(), (Next::Batch, 4));
+        assert_eq!(task.await.unwrap().0, (Next::Batch, 4));
         assert!(
             t0.elapsed() < Duration::from_secs(2),
             "woken by the full queue, not the 5 s linger"
@@ -345,22 +350,18 @@ mod tests {
 
     #[tokio::test]
     async fn idle_upstream_ends_the_linger_early() {
-        let (tx, mut b, shared) = lingering_batcher(100);
+        let (tx, b, shared) = lingering_batcher(100);
         let mut fs = frames(3, 10);
         tx.send(fs.remove(0)).await.unwrap();
         let t0 = Instant::now();
-        let task = tokio::spawn(async move {
-            let mut out = Vec::new();
-            let next = b.next(&mut out, None).await;
-            (next, out.len(), b)
-        });
+        let task = next_in_task(b);
         // The batch is lingering by now; two more frames, then the sender goes idle.
         tokio::time::sleep(Duration::from_millis(50)).await;
         for f in fs {
             tx.send(f).await.unwrap();
         }
         shared.batch_wake.upstream_idle();
-        let (next, len, mut b) = task.await.unwrap();
+        let ((next, len), mut b) = task.await.unwrap();
         assert_eq!((next, len), (Next::Batch, 3));
         assert!(
             t0.elapsed() < Duration::from_secs(2),
@@ -375,17 +376,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_mark_with_nothing_new_ends_only_the_lingering_batch() {
-        let (tx, mut b, shared) = lingering_batcher(100);
+        let (tx, b, shared) = lingering_batcher(100);
         tx.send(frames(1, 10).pop().unwrap()).await.unwrap();
-        let task = tokio::spawn(async move {
-            let mut out = Vec::new();
-            let next = b.next(&mut out, None).await;
-            (next, out.len(), b)
-        });
+        let task = next_in_task(b);
         // The batch is lingering by now; the sender goes idle without sending more.
         tokio::time::sleep(Duration::from_millis(50)).await;
         shared.batch_wake.upstream_idle();
-        let (next, len, mut b) = tokio::time::timeout(Duration::from_secs(2), task)
+        let ((next, len), mut b) = tokio::time::timeout(Duration::from_secs(2), task)
             .await
             .expect("ended by the idle mark, not the 5 s linger")
             .unwrap();
