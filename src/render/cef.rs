@@ -123,12 +123,16 @@ impl Ext<'_> {
         }
     }
 
-    /// An Integer key (`in`, `out`): digits only, else left out.
+    /// An Integer key (`in`, `out`): digits only, else left out. Digits already in canonical
+    /// form (no leading zero, fewer than 20, so within `u64`) are copied as they are.
     fn int(&mut self, key: &'static str, v: Option<&str>) {
-        let n = v
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok());
-        if let Some(n) = n {
+        let Some(s) = v.filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())) else {
+            return;
+        };
+        if s.len() < 20 && (s.len() == 1 || !s.starts_with('0')) {
+            self.key(key);
+            put_bytes(self.dst, s.as_bytes());
+        } else if let Ok(n) = s.parse::<u64>() {
             self.key(key);
             put_u64(self.dst, n);
         }
@@ -181,11 +185,11 @@ impl Ext<'_> {
 /// Exactly one IPv4 or IPv6 address, as `IpAddr`'s parser reads it; dotted quads (the
 /// common case) are checked without it.
 fn is_ip(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.contains(&b':') {
-        return s.parse::<IpAddr>().is_ok();
-    }
-    // One pass over a dotted quad: 1..3 digits per part, <= 255, no leading zero.
+    is_dotted_quad(s.as_bytes()) || (s.contains(':') && s.parse::<IpAddr>().is_ok())
+}
+
+/// One pass over a dotted quad: 1..3 digits per part, <= 255, no leading zero.
+fn is_dotted_quad(b: &[u8]) -> bool {
     let (mut dots, mut val, mut len) = (0, 0u32, 0);
     for &c in b {
         match c {
@@ -240,6 +244,7 @@ pub(crate) fn put_cef(
         put_pieces::<CEF_HEAD>(dst, &[ev.text(F::FilterName).unwrap_or("-")], 512);
         dst.put_u8(b'|');
         match severity(ev.text(F::FilterRiskLevel)) {
+            Severity::Num(n @ 0..=9) => dst.put_u8(b'0' + n as u8),
             Severity::Num(n) => put_u64(dst, n),
             Severity::Word(w) => put::<CEF_HEAD>(dst, w),
         }
@@ -376,6 +381,10 @@ mod tests {
             "2001:db8::1",
             "::ffff:1.2.3.4",
             "1.2.3.04",
+            "0000::1",
+            "00.1.2.3",
+            "1.2.3.4:80",
+            "127.0.0.1",
         ] {
             assert_eq!(is_ip(s), s.parse::<IpAddr>().is_ok(), "{s:?}");
         }
@@ -432,6 +441,29 @@ mod tests {
         let out = cef(w, PLAIN);
         assert!(out.contains("act=BLOCK"), "{out}");
         assert!(out.contains("end=Jun 16 2022 12:18:41"), "{out}");
+    }
+
+    #[test]
+    fn integer_keys_are_canonical() {
+        let with = |len: &str| {
+            let j = format!(
+                r#"{{"logType":"detect","category":"web","logRequestContentLength":"{len}"}}"#
+            );
+            let out = cef(&j, PLAIN);
+            out.split(' ')
+                .find_map(|kv| kv.strip_prefix("in="))
+                .map(str::to_owned)
+        };
+        assert_eq!(with("0").as_deref(), Some("0"));
+        assert_eq!(with("1234").as_deref(), Some("1234"));
+        assert_eq!(with("007").as_deref(), Some("7"), "leading zeros dropped");
+        assert_eq!(
+            with("18446744073709551615").as_deref(),
+            Some("18446744073709551615"),
+            "u64::MAX, 20 digits"
+        );
+        assert_eq!(with("18446744073709551616"), None, "over u64: left out");
+        assert_eq!(with("12a"), None);
     }
 
     #[test]

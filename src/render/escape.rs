@@ -237,8 +237,46 @@ pub(crate) fn put_bytes(dst: &mut BytesMut, b: &[u8]) {
     }
 }
 
-/// Appends `s` escaped for mode `M`.
+/// Appends `s` escaped for mode `M`. Most values are short plain text (an address, a method,
+/// a name): those are checked and copied right here at the call site; anything else goes
+/// through [`put_general`], out of line.
+#[inline(always)]
 pub(crate) fn put<const M: u8>(dst: &mut BytesMut, s: &str) {
+    let b = s.as_bytes();
+    if short_and_plain::<M>(b) {
+        put_bytes(dst, b);
+    } else {
+        put_general::<M>(dst, s);
+    }
+}
+
+/// True when `b` has 1..=32 bytes and none of them may need escaping in mode `M` (a TAB
+/// counts as one: the general path decides). One or two 16-byte tests, no loop.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn short_and_plain<const M: u8>(b: &[u8]) -> bool {
+    let n = b.len();
+    match n {
+        1..=15 => mask_reg::<M>(load_short(b)) & ((1u32 << n) - 1) == 0,
+        16..=32 => {
+            let head: &[u8; 16] = b[..16].try_into().expect("16 bytes");
+            let tail: &[u8; 16] = b[n - 16..].try_into().expect("16 bytes");
+            mask16::<M>(head) | mask16::<M>(tail) == 0
+        }
+        _ => false,
+    }
+}
+
+/// Elsewhere every value takes the general path.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn short_and_plain<const M: u8>(_b: &[u8]) -> bool {
+    false
+}
+
+/// [`put`] for any value: runs of plain bytes copied whole, each special byte escaped.
+#[inline(never)]
+fn put_general<const M: u8>(dst: &mut BytesMut, s: &str) {
     let b = s.as_bytes();
     let mut start = 0;
     loop {
@@ -413,6 +451,40 @@ mod tests {
                 scan_agrees::<CEF_EXT_SPACE>(&b);
             }
         }
+    }
+
+    fn paths_agree<const M: u8>(s: &str) {
+        let (mut fast, mut general) = (BytesMut::new(), BytesMut::new());
+        put::<M>(&mut fast, s);
+        put_general::<M>(&mut general, s);
+        assert_eq!(fast, general, "mode {M}: {s:?}");
+    }
+
+    /// The inline path for short plain values writes what the general path writes, at every
+    /// length around its 15-, 16- and 32-byte edges, with a special byte anywhere or none.
+    #[test]
+    fn short_path_agrees_with_the_general_path() {
+        let palette = [
+            "=", "|", "\\", "\"", "]", "\t", "\r", "\n", "\x00", "\x7f", "한", "#",
+        ];
+        for len in 0..40 {
+            for at in 0..=len {
+                for sp in palette.iter().chain([&"x"]) {
+                    let s = format!("{}{sp}{}", "x".repeat(at), "y".repeat(len - at));
+                    paths_agree::<TEXT>(&s);
+                    paths_agree::<SD>(&s);
+                    paths_agree::<CEF_HEAD>(&s);
+                    paths_agree::<CEF_EXT>(&s);
+                    paths_agree::<CEF_EXT_SPACE>(&s);
+                }
+            }
+        }
+        assert!(short_and_plain::<CEF_EXT>(b"172.16.12.40") || cfg!(not(target_arch = "x86_64")));
+        assert!(!short_and_plain::<CEF_EXT>(b"a=b"));
+        assert!(
+            !short_and_plain::<TEXT>(&[b'x'; 33]),
+            "longer than 32: general path"
+        );
     }
 
     #[test]
