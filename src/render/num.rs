@@ -25,12 +25,6 @@ pub(crate) fn put_i64(dst: &mut BytesMut, n: i64) {
     put_u64(dst, n.unsigned_abs());
 }
 
-/// Appends `n` (0..=99) as exactly two digits.
-#[inline]
-pub(crate) fn put_2(dst: &mut BytesMut, n: u32) {
-    dst.put_slice(&[b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]);
-}
-
 /// Number of decimal digits of `n`.
 pub(crate) fn digits(mut n: usize) -> usize {
     let mut d = 1;
@@ -53,9 +47,7 @@ mod tests {
         put_u64(&mut b, u64::MAX);
         b.put_u8(b' ');
         put_i64(&mut b, i64::MIN);
-        b.put_u8(b' ');
-        put_2(&mut b, 7);
-        assert_eq!(&b[..], b"0 18446744073709551615 -9223372036854775808 07");
+        assert_eq!(&b[..], b"0 18446744073709551615 -9223372036854775808");
         assert_eq!(
             (digits(0), digits(9), digits(10), digits(65536)),
             (1, 1, 2, 5)

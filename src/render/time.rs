@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Local, Offset, TimeZone};
 
-use super::num::{put_2, put_i64, put_u64};
+use super::num::{put_i64, put_u64};
 use super::settings::Tz;
 
 const MONTHS: [&[u8; 3]; 12] = [
@@ -159,6 +159,46 @@ impl Zone {
     }
 }
 
+/// A stamp is put together here and appended with one `put_slice`: its dozen small appends
+/// each checked the buffer's capacity (about a third of an RFC 5424 header's instructions).
+struct Stamp {
+    b: [u8; 40],
+    n: usize,
+}
+
+impl Stamp {
+    fn new() -> Self {
+        Stamp { b: [0; 40], n: 0 }
+    }
+
+    /// At most 40 bytes in all: the longest stamp is the 32 of RFC 5424.
+    #[inline(always)]
+    fn push(&mut self, s: &[u8]) {
+        self.b[self.n..self.n + s.len()].copy_from_slice(s);
+        self.n += s.len();
+    }
+
+    /// Two digits, zero-padded.
+    #[inline(always)]
+    fn two(&mut self, v: u32) {
+        self.push(&[b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8]);
+    }
+
+    /// `hh:mm:ss`.
+    #[inline(always)]
+    fn hms(&mut self, c: &Civil) {
+        self.two(c.hour);
+        self.push(b":");
+        self.two(c.min);
+        self.push(b":");
+        self.two(c.sec);
+    }
+
+    fn put(&self, dst: &mut BytesMut) {
+        dst.put_slice(&self.b[..self.n]);
+    }
+}
+
 /// RFC 5424 TIMESTAMP (`2022-06-16T12:44:15.123456+09:00`), fraction truncated to
 /// `frac_digits`; the NILVALUE `-` outside years 0..9999, which RFC 3339 cannot write.
 pub(crate) fn put_rfc5424(dst: &mut BytesMut, c: &Civil, frac_digits: u8, utc: bool) {
@@ -166,72 +206,81 @@ pub(crate) fn put_rfc5424(dst: &mut BytesMut, c: &Civil, frac_digits: u8, utc: b
         dst.put_u8(b'-');
         return;
     }
+    let mut st = Stamp::new();
     let y = c.year as u32;
-    put_2(dst, y / 100);
-    put_2(dst, y % 100);
-    dst.put_u8(b'-');
-    put_2(dst, c.month);
-    dst.put_u8(b'-');
-    put_2(dst, c.day);
-    dst.put_u8(b'T');
-    put_hms(dst, c);
+    st.two(y / 100);
+    st.two(y % 100);
+    st.push(b"-");
+    st.two(c.month);
+    st.push(b"-");
+    st.two(c.day);
+    st.push(b"T");
+    st.hms(c);
     if frac_digits > 0 {
-        let mut f = [0u8; 6];
+        let mut f = [b'.', 0, 0, 0, 0, 0, 0];
         let mut m = c.micros;
-        for i in (0..6).rev() {
-            f[i] = b'0' + (m % 10) as u8;
+        for d in f[1..].iter_mut().rev() {
+            *d = b'0' + (m % 10) as u8;
             m /= 10;
         }
-        dst.put_u8(b'.');
-        dst.put_slice(&f[..usize::from(frac_digits.min(6))]);
+        st.push(&f[..=usize::from(frac_digits.min(6))]);
     }
     if utc {
-        dst.put_u8(b'Z');
+        st.push(b"Z");
     } else {
         let o = c.offset;
-        dst.put_u8(if o < 0 { b'-' } else { b'+' });
+        st.push(if o < 0 { b"-" } else { b"+" });
         let a = o.unsigned_abs();
-        put_2(dst, a / 3600);
-        dst.put_u8(b':');
-        put_2(dst, a / 60 % 60);
+        st.two(a / 3600);
+        st.push(b":");
+        st.two(a / 60 % 60);
     }
+    st.put(dst);
 }
 
 /// RFC 3164 TIMESTAMP `Mmm dd hh:mm:ss`, the day padded with a space (`Aug  7`).
 pub(crate) fn put_rfc3164(dst: &mut BytesMut, c: &Civil) {
-    dst.put_slice(MONTHS[(c.month - 1) as usize]);
-    dst.put_u8(b' ');
+    let mut st = Stamp::new();
+    st.push(MONTHS[(c.month - 1) as usize]);
+    st.push(b" ");
     if c.day < 10 {
-        dst.put_slice(&[b' ', b'0' + c.day as u8]);
+        st.push(&[b' ', b'0' + c.day as u8]);
     } else {
-        put_2(dst, c.day);
+        st.two(c.day);
     }
-    dst.put_u8(b' ');
-    put_hms(dst, c);
+    st.push(b" ");
+    st.hms(c);
+    st.put(dst);
 }
 
 /// CEF `end` in the vendor form `MMM dd yyyy HH:mm:ss`, the day zero-padded (`Jun 08`).
 pub(crate) fn put_cef_plura(dst: &mut BytesMut, c: &Civil) {
-    dst.put_slice(MONTHS[(c.month - 1) as usize]);
-    dst.put_u8(b' ');
-    put_2(dst, c.day);
-    dst.put_u8(b' ');
-    put_u64(dst, c.year.max(0) as u64);
-    dst.put_u8(b' ');
-    put_hms(dst, c);
+    let mut st = Stamp::new();
+    st.push(MONTHS[(c.month - 1) as usize]);
+    st.push(b" ");
+    st.two(c.day);
+    st.push(b" ");
+    match c.year {
+        // The caller writes years 0..=9999 only; four digits unpadded, as `put_u64` would.
+        y @ 1000..=9999 => {
+            let y = y as u32;
+            st.two(y / 100);
+            st.two(y % 100);
+        }
+        y => {
+            st.put(dst);
+            put_u64(dst, y.max(0) as u64);
+            st = Stamp::new();
+        }
+    }
+    st.push(b" ");
+    st.hms(c);
+    st.put(dst);
 }
 
 /// CEF `end` as milliseconds since the epoch.
 pub(crate) fn put_epoch_ms(dst: &mut BytesMut, us: i64) {
     put_i64(dst, us.div_euclid(1000));
-}
-
-fn put_hms(dst: &mut BytesMut, c: &Civil) {
-    put_2(dst, c.hour);
-    dst.put_u8(b':');
-    put_2(dst, c.min);
-    dst.put_u8(b':');
-    put_2(dst, c.sec);
 }
 
 /// `registerDate` as epoch milliseconds (a JSON integer, or digits in a string).
@@ -361,6 +410,17 @@ mod tests {
             "2022-06-07T19:32:40-03:30"
         );
         assert_eq!(s(|b| put_epoch_ms(b, us)), "1654642960123");
+        assert_eq!(s(|b| put_rfc3164(b, &neg)), "Jun  7 19:32:40");
+        let late = civil(parse_rfc3339_us("2022-12-31T23:59:59.5Z").unwrap(), 0);
+        assert_eq!(s(|b| put_rfc3164(b, &late)), "Dec 31 23:59:59");
+        assert_eq!(
+            s(|b| put_rfc5424(b, &late, 1, true)),
+            "2022-12-31T23:59:59.5Z"
+        );
+        // Years before 1000 keep the unpadded form of the CEF `end`.
+        let old = Civil { year: 999, ..late };
+        assert_eq!(s(|b| put_cef_plura(b, &old)), "Dec 31 999 23:59:59");
+        assert_eq!(s(|b| put_rfc5424(b, &old, 0, true)), "0999-12-31T23:59:59Z");
     }
 
     #[test]
