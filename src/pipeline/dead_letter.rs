@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ack::Ack;
 use crate::metrics as m;
+use crate::source::{Producer, Record};
 use crate::throttle::Throttle;
 
 /// Where a dead letter came from.
@@ -29,7 +29,7 @@ pub struct Origin<'a> {
 /// The dead-letter producer. Cheap to clone.
 #[derive(Clone)]
 pub struct DeadLetter {
-    producer: FutureProducer,
+    producer: Producer,
     topic: Arc<str>,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -38,7 +38,7 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// A dead-letter writer producing to `topic`.
-    pub fn new(producer: FutureProducer, topic: &str) -> Self {
+    pub fn new(producer: Producer, topic: &str) -> Self {
         DeadLetter {
             producer,
             topic: topic.into(),
@@ -93,17 +93,19 @@ impl DeadLetter {
         self.tasks.spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                let mut record = FutureRecord::to(&this.topic).payload(&payload).headers(headers.clone());
-                if let Some(k) = key.as_deref() {
-                    record = record.key(k);
-                }
+                let record = Record {
+                    topic: &this.topic,
+                    key: key.as_deref(),
+                    payload: &payload,
+                    headers: Some(&headers),
+                };
                 match this.producer.send(record, Duration::from_secs(10)).await {
-                    Ok(_) => {
+                    Ok(()) => {
                         metrics::counter!(m::DEAD_LETTER_TOTAL, "reason" => reason).increment(1);
                         ack.done();
                         return;
                     }
-                    Err((e, _)) => {
+                    Err(e) => {
                         if this.throttle.allow("produce").is_some() {
                             tracing::warn!(topic = %this.topic, error = %e, "Dead-letter produce failed; retrying.");
                         }

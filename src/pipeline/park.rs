@@ -24,7 +24,6 @@ use metrics::Counter;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use tokio::sync::Semaphore;
@@ -36,6 +35,7 @@ use super::Origin;
 use crate::ack::Ack;
 use crate::metrics as m;
 use crate::sink::{SinkSender, SinkState};
+use crate::source::{Producer, Record};
 use crate::throttle::Throttle;
 
 /// Header of a parked record that holds a rendered frame (taken back from a sink's queue)
@@ -123,7 +123,7 @@ pub async fn ensure_topics(
 /// Produces parked events in the background, a bounded number at a time. Cheap to clone.
 #[derive(Clone)]
 pub struct Parker {
-    producer: FutureProducer,
+    producer: Producer,
     slots: Arc<Semaphore>,
     failing: Arc<AtomicBool>,
     tasks: TaskTracker,
@@ -133,7 +133,7 @@ pub struct Parker {
 
 impl Parker {
     /// A parker holding at most `max_in_flight` events not yet acknowledged by Kafka.
-    pub fn new(producer: FutureProducer, max_in_flight: usize) -> Self {
+    pub fn new(producer: Producer, max_in_flight: usize) -> Self {
         Parker {
             producer,
             slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
@@ -215,18 +215,20 @@ impl Parker {
             let _permit = permit;
             let mut backoff = Duration::from_millis(100);
             loop {
-                let mut record = FutureRecord::to(&topic).payload(&payload).headers(headers.clone());
-                if let Some(k) = key.as_deref() {
-                    record = record.key(k);
-                }
+                let record = Record {
+                    topic: &topic,
+                    key: key.as_deref(),
+                    payload: &payload,
+                    headers: Some(&headers),
+                };
                 match this.producer.send(record, Duration::from_secs(10)).await {
-                    Ok(_) => {
+                    Ok(()) => {
                         this.failing.store(false, Ordering::Relaxed);
                         counter.increment(1);
                         ack.done();
                         return;
                     }
-                    Err((e, _)) => {
+                    Err(e) => {
                         this.failing.store(true, Ordering::Relaxed);
                         if this.throttle.allow("produce").is_some() {
                             tracing::warn!(topic = %topic, error = %e, "Parking produce failed; retrying.");

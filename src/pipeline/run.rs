@@ -54,8 +54,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let k = &config.kafka;
     let f = &config.forwarder;
     // One producer for dead letters and parked events: each librdkafka producer brings its own
-    // threads, and rdkafka's poll thread spins through the last millisecond of every 100 ms
-    // poll (its timeout is rounded down to whole ms), about 1 % of a core per producer.
+    // threads.
     let producer = source::build_producer(&k.brokers, &k.properties)?;
     let dead_letter = DeadLetter::new(producer.clone(), &k.dead_letter_topic);
 

@@ -10,7 +10,6 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::ack::{OffsetStore, PartitionTracker};
@@ -371,27 +370,6 @@ pub fn build_consumer(
             source,
         })?;
     Ok(KafkaSource { consumer, trackers })
-}
-
-/// The producer for dead letters (and later retry topics): acks from all in-sync replicas.
-///
-/// # Errors
-/// When librdkafka refuses the configuration.
-pub fn build_producer(
-    brokers: &str,
-    properties: &BTreeMap<String, String>,
-) -> Result<FutureProducer, SourceError> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("linger.ms", "5");
-    for (k, v) in properties.iter().filter(|(k, _)| is_shared_property(k)) {
-        c.set(k, v);
-    }
-    c.create().map_err(|source| SourceError::Create {
-        what: "producer",
-        source,
-    })
 }
 
 /// Properties that apply to producers too (security and connection settings), so that the

@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
+use crate::source::{Producer, Record};
 use crate::throttle::Throttle;
 
 /// One ticket issued, or one that failed for good.
@@ -120,7 +119,7 @@ impl Ring {
 
 struct Inner {
     ring: Mutex<Ring>,
-    producer: Option<(FutureProducer, String)>,
+    producer: Option<(Producer, String)>,
     stop: AtomicBool,
     seq: AtomicU64,
     instance: String,
@@ -153,7 +152,7 @@ impl History {
         Self::with(capacity, None)
     }
 
-    fn with(capacity: usize, producer: Option<(FutureProducer, String)>) -> Self {
+    fn with(capacity: usize, producer: Option<(Producer, String)>) -> Self {
         let instance = format!(
             "{:08x}",
             rand::random::<u32>() ^ std::process::id().rotate_left(16)
@@ -251,13 +250,13 @@ impl History {
             Ok(p) => p,
             Err(_) => return,
         };
-        let record = FutureRecord::to(topic)
-            .key(rec.ticket.as_bytes())
-            .payload(&payload);
-        if let Err((e, _)) = producer
-            .send(record, Timeout::After(Duration::from_secs(10)))
-            .await
-        {
+        let record = Record {
+            topic,
+            key: Some(rec.ticket.as_bytes()),
+            payload: &payload,
+            headers: None,
+        };
+        if let Err(e) = producer.send(record, Duration::from_secs(10)).await {
             if let Some(suppressed) = self.inner.log.allow("produce") {
                 tracing::warn!(topic = %topic, error = %e, suppressed, "Ticket history record not written to Kafka; kept in memory only.");
             }
