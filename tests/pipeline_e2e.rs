@@ -105,6 +105,19 @@ max_message_bytes = 8192
 address = "{servers}"
 [syslog.filter]
 server_ips = ["172.16.12.40/31"]
+
+# The same rendering settings as rep-tcp-5424: one render, the same frame for both; fewer
+# events.
+[[syslog]]
+name = "rep-tcp-5424-servers"
+kind = "representative"
+protocol = "tcp"
+format = "rfc5424"
+tz = "Z"
+include_raw_log = true
+address = "{copy}"
+[syslog.filter]
+server_ips = ["172.16.12.40/31"]
 "#;
 
 /// Independent of the router: who should get sample event `ev`, by the rules of config.md.
@@ -123,7 +136,7 @@ fn wanted(dest: &str, ev: &Value) -> bool {
                     _ => false,
                 }
         }
-        "rep-udp-3164-servers" => {
+        "rep-udp-3164-servers" | "rep-tcp-5424-servers" => {
             matches!(
                 ev["serverIp"].as_str(),
                 Some("172.16.12.40" | "172.16.12.41")
@@ -148,14 +161,23 @@ async fn every_event_reaches_exactly_the_destinations_that_want_it_byte_equal() 
             Receiver::tcp(Split::Byte(b'\n')).await.unwrap(),
         ),
         ("rep-udp-3164-servers", Receiver::udp().await.unwrap()),
+        (
+            "rep-tcp-5424-servers",
+            Receiver::tcp(Split::OctetCounting).await.unwrap(),
+        ),
     ];
     let toml = base_toml(&brokers, "e2e")
         + &DESTINATIONS
             .replace("{rep}", &receivers[0].1.addr().to_string())
             .replace("{acme}", &receivers[1].1.addr().to_string())
             .replace("{globex}", &receivers[2].1.addr().to_string())
-            .replace("{servers}", &receivers[3].1.addr().to_string());
+            .replace("{servers}", &receivers[3].1.addr().to_string())
+            .replace("{copy}", &receivers[4].1.addr().to_string());
     let cfg = config(&toml);
+    assert_eq!(
+        cfg.syslog[0].render, cfg.syslog[4].render,
+        "shared settings"
+    );
 
     // 10 events of each of the 24 pairs, spread over 3 groups and 4 servers.
     let events = samples(0..240);
