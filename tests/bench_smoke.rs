@@ -19,7 +19,7 @@ fn harness_runs_every_kind_of_measurement() {
             "--runs",
             "1",
             "--only",
-            "baseline-tcp,product-tcp-rfc5424,product-tcp-2-replicas",
+            "baseline-tcp,product-tcp-rfc5424,product-fanout-4,product-tcp-2-replicas",
             "--latency-secs",
             "1",
             "--latency-load",
@@ -53,6 +53,9 @@ fn harness_runs_every_kind_of_measurement() {
         "{stdout}"
     );
     assert!(stdout.contains("scale-out: 2 replicas / 1"), "{stdout}");
+    assert_eq!(received("product-fanout-4"), 4 * 2000, "{stdout}");
+    assert!(stdout.contains("fan-out cost: 1 dest rate"), "{stdout}");
+    assert!(stdout.contains("fan-out CPU: 4-dest / 1 dest"), "{stdout}");
     let (got, want) = got_of(&stdout, "latency at", "received ");
     assert_eq!(got, want, "every live event delivered:\n{stdout}");
     let ack = stdout
