@@ -243,6 +243,51 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_full_local_queue_is_retried_until_the_queue_timeout() {
+        // Nothing listens there: the first record waits in librdkafka's queue of one.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", format!("127.0.0.1:{port}"))
+            .set("queue.buffering.max.messages", "1")
+            .set("message.timeout.ms", "1500");
+        let producer = Producer::new(&c).expect("producer");
+        let record = Record {
+            topic: "t",
+            key: None,
+            payload: b"x",
+            headers: None,
+        };
+        let first = tokio::spawn({
+            let producer = producer.clone();
+            async move { producer.send(record, Duration::ZERO).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let second = producer.send(record, Duration::from_millis(300)).await;
+        let waited = started.elapsed();
+        assert!(
+            matches!(
+                second,
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
+            ),
+            "{second:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(300),
+            "retried for {waited:?}"
+        );
+        // The first one times out in librdkafka and says so.
+        let first = tokio::time::timeout(Duration::from_secs(15), first)
+            .await
+            .expect("the first send answered")
+            .expect("task");
+        assert!(first.is_err(), "{first:?}");
+    }
+
     #[test]
     fn the_last_clone_dropped_ends_the_poll_thread_and_the_client() {
         let cluster = MockCluster::new(1).expect("mock cluster");
