@@ -91,35 +91,26 @@ impl DeadLetter {
         }
         let this = self.clone();
         self.tasks.spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let record = Record {
-                    topic: &this.topic,
-                    key: key.as_deref(),
-                    payload: &payload,
-                    headers: Some(&headers),
-                };
-                match this.producer.send(record, Duration::from_secs(10)).await {
-                    Ok(()) => {
-                        metrics::counter!(m::DEAD_LETTER_TOTAL, "reason" => reason).increment(1);
-                        ack.done();
-                        return;
+            let record = Record {
+                topic: &this.topic,
+                key: key.as_deref(),
+                payload: &payload,
+                headers: Some(&headers),
+            };
+            let sent = this
+                .producer
+                .send_retrying(record, &this.stop, |e| {
+                    if this.throttle.allow("produce").is_some() {
+                        tracing::warn!(topic = %this.topic, error = %e, "Dead-letter produce failed; retrying.");
                     }
-                    Err(e) => {
-                        if this.throttle.allow("produce").is_some() {
-                            tracing::warn!(topic = %this.topic, error = %e, "Dead-letter produce failed; retrying.");
-                        }
-                    }
-                }
-                tokio::select! {
-                    _ = this.stop.cancelled() => {
-                        // Not acked: the source offset stays uncommitted and is redelivered.
-                        tracing::error!(topic = %this.topic, reason, "Gave up writing a dead letter at shutdown; the event will be redelivered.");
-                        return;
-                    }
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                })
+                .await;
+            if sent {
+                metrics::counter!(m::DEAD_LETTER_TOTAL, "reason" => reason).increment(1);
+                ack.done();
+            } else {
+                // Not acked: the source offset stays uncommitted and is redelivered.
+                tracing::error!(topic = %this.topic, reason, "Gave up writing a dead letter at shutdown; the event will be redelivered.");
             }
         });
     }

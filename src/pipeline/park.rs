@@ -213,36 +213,27 @@ impl Parker {
         let (topic, counter, this) = (Arc::clone(topic), counter.clone(), self.clone());
         self.tasks.spawn(async move {
             let _permit = permit;
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let record = Record {
-                    topic: &topic,
-                    key: key.as_deref(),
-                    payload: &payload,
-                    headers: Some(&headers),
-                };
-                match this.producer.send(record, Duration::from_secs(10)).await {
-                    Ok(()) => {
-                        this.failing.store(false, Ordering::Relaxed);
-                        counter.increment(1);
-                        ack.done();
-                        return;
+            let record = Record {
+                topic: &topic,
+                key: key.as_deref(),
+                payload: &payload,
+                headers: Some(&headers),
+            };
+            let sent = this
+                .producer
+                .send_retrying(record, &this.stop, |e| {
+                    this.failing.store(true, Ordering::Relaxed);
+                    if this.throttle.allow("produce").is_some() {
+                        tracing::warn!(topic = %topic, error = %e, "Parking produce failed; retrying.");
                     }
-                    Err(e) => {
-                        this.failing.store(true, Ordering::Relaxed);
-                        if this.throttle.allow("produce").is_some() {
-                            tracing::warn!(topic = %topic, error = %e, "Parking produce failed; retrying.");
-                        }
-                    }
-                }
-                tokio::select! {
-                    () = this.stop.cancelled() => {
-                        tracing::error!(topic = %topic, "Gave up parking an event at shutdown; it will be redelivered.");
-                        return;
-                    }
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                })
+                .await;
+            if sent {
+                this.failing.store(false, Ordering::Relaxed);
+                counter.increment(1);
+                ack.done();
+            } else {
+                tracing::error!(topic = %topic, "Gave up parking an event at shutdown; it will be redelivered.");
             }
         });
     }

@@ -18,6 +18,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::consumer::{is_shared_property, SourceError};
 
@@ -26,6 +27,11 @@ use super::consumer::{is_shared_property, SourceError};
 const POLL: Duration = Duration::from_secs(1);
 /// While librdkafka's local queue is full, `send` tries again this often.
 const QUEUE_FULL_RETRY: Duration = Duration::from_millis(10);
+/// [`Producer::send_retrying`]: the first wait after a failed send, doubling up to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// How long one attempt may wait for room in librdkafka's local queue.
+const ATTEMPT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Hands each delivery report to the `send` waiting for it.
 struct Deliveries;
@@ -137,6 +143,29 @@ impl Producer {
                 }
                 Err((e, _)) => return Err(e),
             }
+        }
+    }
+
+    /// Sends `record` until the broker acknowledges it (`true`), waiting 100 ms doubling to
+    /// 10 s between attempts and telling `failed` of each error, or until `stop` is cancelled
+    /// (`false`: the record may not be in Kafka).
+    pub async fn send_retrying(
+        &self,
+        record: Record<'_>,
+        stop: &CancellationToken,
+        mut failed: impl FnMut(&KafkaError),
+    ) -> bool {
+        let mut backoff = RETRY_FIRST;
+        loop {
+            match self.send(record, ATTEMPT_QUEUE_TIMEOUT).await {
+                Ok(()) => return true,
+                Err(e) => failed(&e),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
         }
     }
 }
@@ -286,6 +315,48 @@ mod tests {
             .expect("the first send answered")
             .expect("task");
         assert!(first.is_err(), "{first:?}");
+    }
+
+    #[tokio::test]
+    async fn send_retrying_reports_each_failure_until_stopped_or_acknowledged() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("ok", 1, 1).expect("topic");
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("message.max.bytes", "1000");
+        let producer = Producer::new(&c).expect("producer");
+        let stop = CancellationToken::new();
+        let record = |payload| Record {
+            topic: "ok",
+            key: None,
+            payload,
+            headers: None,
+        };
+        let mut failures = 0;
+        assert!(
+            producer
+                .send_retrying(record(b"fits"), &stop, |_| failures += 1)
+                .await
+        );
+        assert_eq!(failures, 0);
+        // Refused every time: retried after 100 ms, then stopped after the second failure.
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            producer.send_retrying(record(&[0; 4000]), &stop, |e| {
+                assert!(matches!(
+                    e,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+                ));
+                failures += 1;
+                if failures == 2 {
+                    stop.cancel();
+                }
+            }),
+        )
+        .await
+        .expect("stopped in time");
+        assert!(!sent);
+        assert_eq!(failures, 2, "one failure per attempt");
     }
 
     #[test]
