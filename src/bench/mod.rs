@@ -255,10 +255,11 @@ fn print_table(results: &[(&'static str, Vec<Sample>)], bytes: u64, n: u64) {
         );
     }
     println!();
-    let rate = |name: &str| -> Option<f64> {
+    let median_of = |name: &str, f: fn(&Sample) -> f64| -> Option<f64> {
         let (_, samples) = results.iter().find(|(n, _)| *n == name)?;
-        Some(median(samples.iter().map(|s| s.events_per_s).collect()))
+        Some(median(samples.iter().map(f).collect()))
     };
+    let rate = |name: &str| median_of(name, |s| s.events_per_s);
     let ratio = |a: &str, b: &str, what: &str| {
         if let (Some(x), Some(y)) = (rate(a), rate(b)) {
             println!("{what:<44} {:>6.2}", x / y);
@@ -308,10 +309,7 @@ fn print_table(results: &[(&'static str, Vec<Sample>)], bytes: u64, n: u64) {
     }
     // The rate ratio also carries the harness: its receivers count 4 × the frames on the same
     // cores. The forwarder's own cost is its CPU per input event.
-    let cpu = |name: &str| -> Option<f64> {
-        let (_, samples) = results.iter().find(|(n, _)| *n == name)?;
-        Some(median(samples.iter().map(|s| s.cpu_us_per_event).collect()))
-    };
+    let cpu = |name: &str| median_of(name, |s| s.cpu_us_per_event);
     if let (Some(one), Some(four)) = (cpu("product-tcp-rfc5424"), cpu("product-fanout-4")) {
         println!(
             "{:<44} {:>6.2}",
