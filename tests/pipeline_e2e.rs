@@ -446,6 +446,49 @@ async fn a_pause_in_the_input_ends_the_linger() {
     );
 }
 
+/// A stop during a long backlog ends consuming at once: the run does not drain the topic
+/// first (messages ready in the consumer's queue are taken without a select, and the stop is
+/// looked at every few dozen of them; `next_or_stop`'s unit tests pin that interval down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_backlog_ends_consuming_at_once() {
+    let kafka = start_kafka();
+    let brokers = kafka.bootstrap_servers();
+    let recv = Receiver::tcp(Split::OctetCounting).await.unwrap();
+    let total = 20_000u64;
+    // Large record batches: each fetch brings thousands of events, so the consumer's queue is
+    // mostly ahead of the pipeline.
+    produce_lingering(&brokers, &samples(0..total), 1000).await;
+    let highs = assert_nothing_deleted(&brokers);
+    assert_eq!(highs.values().sum::<i64>() as u64, total);
+    let toml = base_toml(&brokers, "stop-in-backlog")
+        .replace("[forwarder]\n", "[forwarder]\nqueue_events = 256\n")
+        + &dest("siem", recv.addr());
+    let at_stop = std::sync::atomic::AtomicUsize::new(0);
+    run_until(config(&toml), async {
+        recv.wait_for(1000, Duration::from_secs(60)).await;
+        at_stop.store(recv.count(), std::sync::atomic::Ordering::Relaxed);
+    })
+    .await;
+    let at_stop = at_stop.into_inner();
+    let after = recv.count();
+    let committed: i64 = committed(&brokers, "stop-in-backlog")
+        .values()
+        .map(|o| o.unwrap_or(0))
+        .sum();
+    eprintln!("stop in a backlog: {at_stop} frames at the stop, {after} in all, {committed} committed of {total}");
+    assert!(at_stop >= 1000, "the run was stopped before it got going");
+    // After the stop: at most the messages before the next look at the token, the
+    // destination's queue and what was being written; far from the rest of the topic.
+    assert!(
+        (after as u64) < total / 2,
+        "{after} of {total} events were forwarded after a stop at {at_stop}: the stop waited for the backlog"
+    );
+    assert!(
+        committed as usize <= after,
+        "committed more than was delivered"
+    );
+}
+
 /// A filter on `logOrigin` sees the raw log even when no destination renders it (decoding
 /// skips the raw log only when nothing reads it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,10 @@ use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer};
 use std::collections::VecDeque;
 use std::future::Future as _;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures_core::Stream;
 
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -183,6 +187,10 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut cache = TrackerCache::default();
     // Messages that arrived while the consumer was paused; handled first, in order.
     let mut held: VecDeque<OwnedMessage> = VecDeque::new();
+    // One stream for the whole loop: `recv` registers and removes a waker slot (a lock each)
+    // per message.
+    let mut stream = src.consumer.stream();
+    let mut since_check = SHUTDOWN_CHECK_EVERY;
     loop {
         if let Some(m) = held.pop_front() {
             crate::malloc::release_drained(&mut held);
@@ -203,20 +211,14 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             }
             continue;
         }
-        let recv = src.consumer.recv();
-        tokio::pin!(recv);
-        // When nothing is ready the destinations stop lingering: what this burst sent goes out.
-        let next = std::future::poll_fn(|cx| {
-            let polled = recv.as_mut().poll(cx);
-            if polled.is_pending() {
-                pipeline.input_paused();
-            }
-            polled
-        });
-        let msg = tokio::select! {
-            biased;
-            _ = opts.shutdown.cancelled() => break,
-            msg = next => msg,
+        let Some(msg) = next_or_stop(&mut stream, &opts.shutdown, &mut since_check, || {
+            // When nothing is ready the destinations stop lingering: what this burst sent
+            // goes out.
+            pipeline.input_paused()
+        })
+        .await
+        else {
+            break;
         };
         let msg = match msg {
             Ok(m) => m,
@@ -243,6 +245,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     drop(held);
+    drop(stream);
 
     let grace = Duration::from_secs(f.shutdown_grace_s);
     let deadline = tokio::time::Instant::now() + grace;
@@ -274,8 +277,49 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The next message, or `None` once `shutdown` is cancelled (or the stream ends, which a
+/// consumer's never does). A message that is ready now is taken without a select, whose
+/// shutdown future locks the token's waiters on every poll: the token is looked at once every
+/// [`SHUTDOWN_CHECK_EVERY`] messages instead (`since_check` counts them), and whenever the
+/// queue is empty, where `on_empty` is called before waiting.
+async fn next_or_stop<S: Stream + Unpin>(
+    stream: &mut S,
+    shutdown: &CancellationToken,
+    since_check: &mut u32,
+    mut on_empty: impl FnMut(),
+) -> Option<S::Item> {
+    let ready = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_next(cx))).await;
+    match ready {
+        Poll::Ready(m) if *since_check < SHUTDOWN_CHECK_EVERY => {
+            *since_check += 1;
+            return m;
+        }
+        _ => *since_check = 0,
+    }
+    if shutdown.is_cancelled() {
+        return None;
+    }
+    if let Poll::Ready(m) = ready {
+        return m;
+    }
+    let next = std::future::poll_fn(|cx| {
+        let polled = Pin::new(&mut *stream).poll_next(cx);
+        if polled.is_pending() {
+            on_empty();
+        }
+        polled
+    });
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        m = next => m,
+    }
+}
+
 /// Blocked this long on one event (no room, no parking), the consumer pauses and keeps polling.
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
+/// Messages taken straight from a non-empty queue between two looks at the shutdown token.
+const SHUTDOWN_CHECK_EVERY: u32 = 64;
 /// At most this many messages fetched before the pause took effect are kept while paused.
 const HELD_MAX: usize = 10_000;
 
@@ -364,5 +408,86 @@ impl TrackerCache {
         let t = trackers.get(topic, partition);
         self.entries.push(Arc::clone(&t));
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Context;
+
+    /// Always has a message ready, like a consumer queue during a long backlog.
+    struct Backlog(u64);
+
+    impl Stream for Backlog {
+        type Item = u64;
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<u64>> {
+            self.0 += 1;
+            Poll::Ready(Some(self.0))
+        }
+    }
+
+    /// Never has a message.
+    struct Empty;
+
+    impl Stream for Empty {
+        type Item = u64;
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<u64>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn ready_messages_come_in_order_without_a_stop() {
+        let (mut s, stop, mut n) = (Backlog(0), CancellationToken::new(), SHUTDOWN_CHECK_EVERY);
+        for want in 1..=500 {
+            assert_eq!(next_or_stop(&mut s, &stop, &mut n, || {}).await, Some(want));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_during_a_backlog_ends_within_the_check_interval() {
+        let (mut s, stop) = (Backlog(0), CancellationToken::new());
+        // The loop starts due for a check: a stop before the first message takes none.
+        let mut n = SHUTDOWN_CHECK_EVERY;
+        stop.cancel();
+        assert_eq!(next_or_stop(&mut s, &stop, &mut n, || {}).await, None);
+
+        let (stop, mut n) = (CancellationToken::new(), SHUTDOWN_CHECK_EVERY);
+        for _ in 0..100 {
+            next_or_stop(&mut s, &stop, &mut n, || {}).await;
+        }
+        stop.cancel();
+        let mut taken = 0;
+        while taken <= 10_000 && next_or_stop(&mut s, &stop, &mut n, || {}).await.is_some() {
+            taken += 1;
+        }
+        assert!(taken < 10_000, "the stop is never looked at");
+        assert!(
+            taken <= SHUTDOWN_CHECK_EVERY,
+            "{taken} messages taken after the stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_queue_calls_on_empty_and_waits_for_the_stop() {
+        let stop = CancellationToken::new();
+        let canceller = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            canceller.cancel();
+        });
+        let (mut empties, mut n) = (0, 0);
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            next_or_stop(&mut Empty, &stop, &mut n, || empties += 1),
+        )
+        .await
+        .expect("the stop ends the wait");
+        assert_eq!(got, None);
+        assert!(
+            empties >= 1,
+            "the destinations were not told the input paused"
+        );
     }
 }

@@ -86,9 +86,16 @@ pub fn samples(seqs: std::ops::Range<u64>) -> Vec<(u64, Value)> {
 
 /// Produces each event to `plura.<logType>`, keyed by its group, and waits for every ack.
 pub async fn produce(brokers: &str, events: &[(u64, Value)]) {
+    produce_lingering(brokers, events, 5).await
+}
+
+/// [`produce`] with the producer's `linger.ms`: a long one makes record batches of thousands
+/// of events, and the mock cluster answers a fetch with one batch per partition.
+pub async fn produce_lingering(brokers: &str, events: &[(u64, Value)], linger_ms: u32) {
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
+        .set("linger.ms", linger_ms.to_string())
+        .set("batch.size", "1000000")
         .create()
         .expect("producer");
     let mut futs = Vec::new();
