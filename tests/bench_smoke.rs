@@ -58,6 +58,7 @@ fn harness_runs_every_kind_of_measurement() {
     assert!(stdout.contains("fan-out CPU: 4-dest / 1 dest"), "{stdout}");
     let (got, want) = got_of(&stdout, "latency at", "received ");
     assert_eq!(got, want, "every live event delivered:\n{stdout}");
+    assert!(stdout.contains("after the first 1 s: p50"), "{stdout}");
     let ack = stdout
         .lines()
         .find(|l| l.contains("send to broker ack"))

@@ -25,6 +25,10 @@ pub struct Latency {
     pub p50_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
+    /// p50 and p99 of the batches written after the first [`WARM_UP`] of producing: the
+    /// steady state, without the start (the first fetch after the group join, a backlog of
+    /// the events produced meanwhile). NaN for a run no longer than that.
+    pub steady_ms: (f64, f64),
     /// How busy the whole machine was while producing (0–1): the producer and the broker run
     /// beside the forwarder.
     pub machine_busy: f64,
@@ -48,14 +52,26 @@ pub async fn at_rate(
     let (mut child, admin, dir) =
         ready_product(rx.addr(), brokers, topic, group, "latency", true).await?;
     let (busy0, total0) = machine_ticks();
-    let live = produce_live(brokers, topic, rate, secs).await?;
+    // The histogram as it stood after the warm-up, taken while producing goes on.
+    let warm = async {
+        tokio::time::sleep(WARM_UP).await;
+        let got = tokio::task::spawn_blocking(move || http_get(admin, "/metrics")).await;
+        got.ok().flatten().unwrap_or_default()
+    };
+    let (live, warm) = tokio::join!(produce_live(brokers, topic, rate, secs), warm);
+    let live = live?;
     let produced = live.produced;
     let (busy1, total1) = machine_ticks();
     let machine_busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
     rx.wait_for(produced as usize, Duration::from_secs(30))
         .await;
     let metrics = http_get(admin, "/metrics").unwrap_or_default();
-    let (p50_ms, p99_ms) = quantiles(&metrics);
+    let (p50_ms, p99_ms) = quantiles(&buckets(&metrics));
+    let steady_ms = if secs > WARM_UP.as_secs() {
+        quantiles(&since(&buckets(&metrics), &buckets(&warm)))
+    } else {
+        (f64::NAN, f64::NAN)
+    };
     // The whole distribution, on the progress stream: the tail's shape tells stalls from queueing.
     for line in metrics
         .lines()
@@ -72,9 +88,13 @@ pub async fn at_rate(
         received: rx.count(),
         p50_ms,
         p99_ms,
+        steady_ms,
         machine_busy,
     })
 }
+
+/// The start of a latency run left out of [`Latency::steady_ms`].
+pub const WARM_UP: Duration = Duration::from_secs(1);
 
 /// What [`produce_live`] did.
 #[derive(Debug, Clone, Default)]
@@ -181,9 +201,9 @@ pub(super) async fn produce_live(
     })
 }
 
-/// p50 and p99 of `end_to_end_seconds` summed over destinations, interpolated inside the
-/// bucket as Prometheus' `histogram_quantile` does.
-fn quantiles(metrics: &str) -> (f64, f64) {
+/// The cumulative buckets of `end_to_end_seconds` summed over destinations: (upper bound in
+/// seconds, count), in order.
+fn buckets(metrics: &str) -> Vec<(f64, f64)> {
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in metrics
         .lines()
@@ -208,11 +228,29 @@ fn quantiles(metrics: &str) -> (f64, f64) {
         }
     }
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// What was observed between two readings of the same histogram (`earlier` may be empty:
+/// nothing observed yet).
+fn since(later: &[(f64, f64)], earlier: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    later
+        .iter()
+        .map(|&(le, c)| {
+            let before = earlier.iter().find(|(b, _)| *b == le).map_or(0.0, |b| b.1);
+            (le, c - before)
+        })
+        .collect()
+}
+
+/// p50 and p99 of cumulative buckets in ms, interpolated inside the bucket as Prometheus'
+/// `histogram_quantile` does.
+fn quantiles(buckets: &[(f64, f64)]) -> (f64, f64) {
     let total = buckets.last().map_or(0.0, |b| b.1);
     let q = |q: f64| {
         let want = q * total;
         let mut prev = (0.0, 0.0);
-        for &(le, c) in &buckets {
+        for &(le, c) in buckets {
             if c >= want {
                 if le.is_infinite() {
                     return prev.0 * 1000.0;
@@ -228,7 +266,7 @@ fn quantiles(metrics: &str) -> (f64, f64) {
         }
         f64::NAN
     };
-    if total == 0.0 {
+    if total <= 0.0 {
         (f64::NAN, f64::NAN)
     } else {
         (q(0.5), q(0.99))
@@ -242,8 +280,33 @@ mod tests {
         let m = "plura_forwarder_end_to_end_seconds_bucket{destination=\"d\",le=\"0.001\"} 50\n\
                  plura_forwarder_end_to_end_seconds_bucket{destination=\"d\",le=\"0.01\"} 100\n\
                  plura_forwarder_end_to_end_seconds_bucket{destination=\"d\",le=\"+Inf\"} 100\n";
-        let (p50, p99) = super::quantiles(m);
+        let (p50, p99) = super::quantiles(&super::buckets(m));
         assert!((p50 - 1.0).abs() < 1e-9, "{p50}");
         assert!((p99 - 9.82).abs() < 1e-9, "{p99}");
+    }
+
+    /// The steady-state figures leave out what the histogram held at the warm-up reading.
+    #[test]
+    fn quantiles_since_a_reading_leave_out_what_came_before() {
+        let at = |fast: u32, slow: u32| {
+            format!(
+                "plura_forwarder_end_to_end_seconds_bucket{{destination=\"d\",le=\"0.01\"}} {fast}\n\
+                 plura_forwarder_end_to_end_seconds_bucket{{destination=\"d\",le=\"0.1\"}} {}\n\
+                 plura_forwarder_end_to_end_seconds_bucket{{destination=\"d\",le=\"+Inf\"}} {}\n",
+                fast + slow,
+                fast + slow
+            )
+        };
+        // The start: 50 fast and 50 slow batches; afterwards 1,000 more, all fast.
+        let (start, end) = (super::buckets(&at(50, 50)), super::buckets(&at(1050, 50)));
+        let (_, whole_p99) = super::quantiles(&end);
+        assert!(
+            whole_p99 > 10.0,
+            "the slow start is in the whole run: {whole_p99}"
+        );
+        let (_, steady_p99) = super::quantiles(&super::since(&end, &start));
+        assert!((steady_p99 - 9.9).abs() < 1e-9, "{steady_p99}");
+        assert!(super::quantiles(&super::since(&end, &end)).1.is_nan());
+        assert_eq!(super::since(&end, &[]), end);
     }
 }

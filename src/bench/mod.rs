@@ -112,13 +112,17 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         let l = latency::at_rate(&brokers, live, "bench-latency", rate, opts.latency_secs).await?;
         println!(
             "latency at {:.0} % load (asked {rate} ev/s, produced {:.0} ev/s for {} s, TCP RFC 5424): \
-             p50 {:.1} ms, p99 {:.1} ms (target p99 < 50 ms); received {} of {}; machine {:.0} % busy\n\
+             p50 {:.1} ms, p99 {:.1} ms; after the first {} s: p50 {:.1} ms, p99 {:.1} ms (target p99 < 50 ms); \
+             received {} of {}; machine {:.0} % busy\n\
              of which before the forwarder could fetch, send to broker ack (the harness's producer): p50 {:.1} ms, p99 {:.1} ms",
             opts.latency_load * 100.0,
             l.rate,
             opts.latency_secs,
             l.p50_ms,
             l.p99_ms,
+            latency::WARM_UP.as_secs(),
+            l.steady_ms.0,
+            l.steady_ms.1,
             l.received,
             l.produced,
             l.machine_busy * 100.0,
