@@ -90,12 +90,12 @@ pub async fn produce(brokers: &str, events: &[(u64, Value)]) {
 }
 
 /// [`produce`] with the producer's `linger.ms`: a long one makes record batches of thousands
-/// of events, and the mock cluster answers a fetch with one batch per partition.
+/// of events (up to librdkafka's default `batch.size` of 1 MB), and the mock cluster answers a
+/// fetch with one batch per partition.
 pub async fn produce_lingering(brokers: &str, events: &[(u64, Value)], linger_ms: u32) {
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", linger_ms.to_string())
-        .set("batch.size", "1000000")
         .create()
         .expect("producer");
     let mut futs = Vec::new();
