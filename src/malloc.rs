@@ -1,64 +1,24 @@
-//! glibc malloc settings for a process that takes Kafka fetch buffers of up to a megabyte
-//! many times a second.
+//! Memory: the allocator of the whole process, and giving memory back after a burst.
 //!
-//! By default glibc hands big freed blocks back to the kernel (arena trimming, mmap above a
-//! moving threshold), so every fetch faulted fresh pages in again: `madvise`, page faults and
-//! zeroing were about 10 % of the forwarder's CPU under load (the load harness, A/B with the
-//! `MALLOC_*_` variables: 4.3–4.9 µs per event before, 3.7–4.5 after). Freed memory now stays
-//! in the arenas up to these bounds; what is kept is bounded by the peak in use, which the
-//! memory run of the harness measures.
+//! The binary's global allocator is mimalloc built with `override`, so that librdkafka's
+//! `malloc`/`free` go to it too. librdkafka allocates a message in its fetch thread and the
+//! pipeline thread frees it; in glibc every such free takes the allocating arena's lock, which
+//! the fetch thread holds to allocate the next ones (futex wake-ups were about 8 % of the
+//! pipeline thread, and the fetch thread's `calloc` three times the baseline's). mimalloc hands
+//! a block freed by another thread back with one atomic push, no lock. Built without
+//! transparent huge pages (`no_thp`): with them, the kernel zeroed a fresh 2 MiB page for the
+//! fetch buffers again and again (half of the fetch thread) and RSS doubled. Measured in the
+//! README ("changes").
 //!
-//! The price is that memory freed after a burst (a backlog of prefetched Kafka batches, full
-//! destination queues) stays resident. [`trim_when_idle`] gives it back once the process has
-//! gone quiet, where refaulting it costs nothing.
+//! A queue or heap that grew during a burst (a backlog of prefetched Kafka batches, full
+//! destination queues) would stay resident: [`release_drained`] shrinks drained queues, and
+//! [`collect_when_idle`] has the allocator give free memory back once the process has gone
+//! quiet, where refaulting it costs nothing.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// Blocks at least this large still come from `mmap` (and go back at once when freed).
-const MMAP_THRESHOLD: i32 = 8 << 20;
-/// Free memory at the top of an arena beyond this is given back to the kernel.
-const TRIM_THRESHOLD: i32 = 64 << 20;
-/// Arenas (see [`tune`]).
-const ARENA_MAX: i32 = 1;
-
-/// Applies the settings; call once at start, before threads allocate.
-///
-/// One arena for all threads: `malloc_trim` gives back the free pages inside every arena but
-/// the top chunk of the main one only, so with an arena per thread the freed tops of the
-/// Kafka and pipeline threads stayed resident after a backlog (malloc_info: 60–90 MiB free
-/// and resident). Most allocations here cross threads anyway (librdkafka allocates a message
-/// in its broker thread, the pipeline frees it), which locks the allocating thread's arena
-/// whatever the arena count; small ones come from each thread's cache without a lock.
-///
-/// A setting given in glibc's own environment variable (`MALLOC_ARENA_MAX`,
-/// `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`) is left as the operator set it.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn tune() {
-    for (param, value, env) in [
-        (
-            libc::M_MMAP_THRESHOLD,
-            MMAP_THRESHOLD,
-            "MALLOC_MMAP_THRESHOLD_",
-        ),
-        (
-            libc::M_TRIM_THRESHOLD,
-            TRIM_THRESHOLD,
-            "MALLOC_TRIM_THRESHOLD_",
-        ),
-        (libc::M_ARENA_MAX, ARENA_MAX, "MALLOC_ARENA_MAX"),
-    ] {
-        if std::env::var_os(env).is_none() {
-            // SAFETY: mallopt only changes allocator parameters; called before other threads
-            // exist.
-            unsafe { libc::mallopt(param, value) };
-        }
-    }
-}
-
-/// Other C libraries keep their defaults.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn tune() {}
 
 /// Entries a drained queue keeps allocated (see [`release_drained`]).
 const KEEP_ENTRIES: usize = 1024;
@@ -80,42 +40,80 @@ const IDLE_CHECK: Duration = Duration::from_secs(5);
 /// Below this share of one core over [`IDLE_CHECK`] the process counts as idle.
 const IDLE_CPU_SHARE: f64 = 0.05;
 
-/// Starts a thread that calls `malloc_trim(0)` once each time the process goes idle (under
-/// 5 % of a core for 5 s) after having been busy. Under load it never trims, so the settings of
-/// [`tune`] keep their effect.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn trim_when_idle() {
+/// Starts a thread that, each time the process goes idle (under 5 % of a core for 5 s) after
+/// having been busy, asks the threads to give back their free memory ([`ask_collect`]). Under
+/// load it never asks, so memory that the fetch buffers reuse stays mapped.
+#[cfg(target_os = "linux")]
+pub fn collect_when_idle() {
     let spawned = std::thread::Builder::new()
-        .name("malloc-trim".into())
+        .name("mem-collect".into())
         .spawn(|| {
             let mut last = cpu_seconds();
-            let mut trimmed = true;
+            let mut collected = true;
             loop {
                 std::thread::sleep(IDLE_CHECK);
                 let now = cpu_seconds();
                 let idle = now - last < IDLE_CHECK.as_secs_f64() * IDLE_CPU_SHARE;
                 last = now;
                 if !idle {
-                    trimmed = false;
-                } else if !trimmed {
-                    // SAFETY: malloc_trim has no preconditions; it takes the arena locks.
-                    let released = unsafe { libc::malloc_trim(0) };
-                    tracing::debug!(released, "Idle: free heap memory given back to the kernel.");
-                    trimmed = true;
+                    collected = false;
+                } else if !collected {
+                    ask_collect();
+                    tracing::debug!("Idle: free heap memory given back to the kernel.");
+                    collected = true;
                 }
             }
         });
     if let Err(e) = spawned {
-        tracing::warn!(error = %e, "The idle memory trimmer could not start.");
+        tracing::warn!(error = %e, "The idle memory collector could not start.");
     }
 }
 
-/// Other C libraries keep their own policy.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn trim_when_idle() {}
+/// Asks every thread to collect its heap (the next time it parks or, for the pipeline, at
+/// once), and collects the calling thread's heap and the shared arenas now.
+fn ask_collect() {
+    COLLECT_EPOCH.fetch_add(1, Ordering::Relaxed);
+    COLLECT_ASKED.notify_waiters();
+    collect_if_asked();
+}
+
+/// Bumped by the idle collector: threads that see a new value collect their own heap.
+static COLLECT_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Wakes the threads that wait in [`collect_asked`].
+static COLLECT_ASKED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Resolves when the idle collector asks threads to collect their heaps: for a thread that
+/// sleeps in an async wait when idle (the pipeline), which then calls [`collect_if_asked`].
+pub async fn collect_asked() {
+    COLLECT_ASKED.notified().await;
+}
+
+thread_local! {
+    static SEEN_EPOCH: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Collects the calling thread's heap if the idle collector asked since this thread last did.
+/// A block freed by another thread (a frame the sink wrote, a message librdkafka delivered)
+/// waits in the page of the thread that allocated it until that thread looks, so only that
+/// thread can give the page back; call this where a thread goes quiet (a tokio worker
+/// parking). Costs one atomic load otherwise.
+#[inline]
+pub fn collect_if_asked() {
+    let epoch = COLLECT_EPOCH.load(Ordering::Relaxed);
+    if epoch != SEEN_EPOCH.get() {
+        SEEN_EPOCH.set(epoch);
+        // SAFETY: as in the idle collector.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    }
+}
+
+/// Elsewhere the allocator keeps its own policy.
+#[cfg(not(target_os = "linux"))]
+pub fn collect_when_idle() {}
 
 /// User + system CPU seconds of the whole process.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(target_os = "linux")]
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes into the zeroed struct we pass.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -149,5 +147,37 @@ mod tests {
         let mut small: VecDeque<u64> = VecDeque::with_capacity(16);
         release_drained(&mut small);
         assert!(small.capacity() >= 16, "small queues are left alone");
+    }
+
+    /// Resident bytes of this process.
+    fn rss() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+        let pages: u64 = statm
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .expect("rss");
+        pages * 4096
+    }
+
+    /// The pipeline's pattern: this thread allocates, another frees. Until this thread
+    /// collects, its heap keeps the pages; when asked, it gives them back.
+    #[test]
+    fn blocks_freed_by_another_thread_come_back_when_the_allocating_thread_is_asked() {
+        const MIB: u64 = 1 << 20;
+        let blocks: Vec<Vec<u8>> = (0..128 * 1024).map(|i| vec![i as u8 | 1; 1000]).collect();
+        std::thread::spawn(move || drop(blocks))
+            .join()
+            .expect("the freeing thread");
+        let before = rss();
+        COLLECT_EPOCH.fetch_add(1, Ordering::Relaxed);
+        collect_if_asked();
+        let after = rss();
+        assert!(
+            before.saturating_sub(after) > 64 * MIB,
+            "RSS {} MiB before the collect, {} MiB after",
+            before / MIB,
+            after / MIB
+        );
     }
 }

@@ -79,7 +79,6 @@ pub enum Command {
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
-    crate::malloc::tune();
     let cli = Cli::parse();
     let level = match cli.command {
         // Commands whose stdout is the product keep stderr quiet unless asked.
@@ -129,6 +128,7 @@ where
 {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::malloc::collect_if_asked)
         .build()
     {
         Ok(rt) => rt.block_on(f()),

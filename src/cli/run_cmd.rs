@@ -27,7 +27,7 @@ pub(super) async fn main(path: PathBuf) -> ExitCode {
     } else {
         None
     };
-    crate::malloc::trim_when_idle();
+    crate::malloc::collect_when_idle();
     match crate::app::serve(cfg, crate::shutdown::on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

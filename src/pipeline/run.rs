@@ -309,10 +309,15 @@ async fn next_or_stop<S: Stream + Unpin>(
         }
         polled
     });
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => None,
-        m = next => m,
+    tokio::pin!(next);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            // The process went idle: this thread's heap gives back what it holds.
+            () = crate::malloc::collect_asked() => crate::malloc::collect_if_asked(),
+            m = &mut next => return m,
+        }
     }
 }
 
