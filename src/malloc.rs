@@ -71,6 +71,7 @@ pub fn collect_when_idle() {
 
 /// Asks every thread to collect its heap (the next time it parks or, for the pipeline, at
 /// once), and collects the calling thread's heap and the shared arenas now.
+#[cfg(target_os = "linux")]
 fn ask_collect() {
     COLLECT_EPOCH.fetch_add(1, Ordering::Relaxed);
     COLLECT_ASKED.notify_waiters();
@@ -103,7 +104,7 @@ pub fn collect_if_asked() {
     let epoch = COLLECT_EPOCH.load(Ordering::Relaxed);
     if epoch != SEEN_EPOCH.get() {
         SEEN_EPOCH.set(epoch);
-        // SAFETY: as in the idle collector.
+        // SAFETY: mi_collect has no preconditions; it gives back only memory no block uses.
         unsafe { libmimalloc_sys::mi_collect(true) };
     }
 }
@@ -150,6 +151,7 @@ mod tests {
     }
 
     /// Resident bytes of this process.
+    #[cfg(target_os = "linux")]
     fn rss() -> u64 {
         let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
         let pages: u64 = statm
@@ -162,6 +164,7 @@ mod tests {
 
     /// The pipeline's pattern: this thread allocates, another frees. Until this thread
     /// collects, its heap keeps the pages; when asked, it gives them back.
+    #[cfg(target_os = "linux")]
     #[test]
     fn blocks_freed_by_another_thread_come_back_when_the_allocating_thread_is_asked() {
         const MIB: u64 = 1 << 20;
