@@ -41,8 +41,8 @@ const IDLE_CHECK: Duration = Duration::from_secs(5);
 const IDLE_CPU_SHARE: f64 = 0.05;
 
 /// Starts a thread that, each time the process goes idle (under 5 % of a core for 5 s) after
-/// having been busy, asks the threads to give back their free memory ([`ask_collect`]). Under
-/// load it never asks, so memory that the fetch buffers reuse stays mapped.
+/// having been busy, asks every thread to give back its free memory (each collects its own
+/// heap). Under load it never asks, so memory that the fetch buffers reuse stays mapped.
 #[cfg(target_os = "linux")]
 pub fn collect_when_idle() {
     let spawned = std::thread::Builder::new()
