@@ -35,7 +35,7 @@ pub fn release_drained<T>(q: &mut VecDeque<T>) {
     }
 }
 
-/// How often the idle trimmer looks at the process's CPU time.
+/// How often the idle collector looks at the process's CPU time.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 /// Below this share of one core over [`IDLE_CHECK`] the process counts as idle.
 const IDLE_CPU_SHARE: f64 = 0.05;
@@ -150,16 +150,10 @@ mod tests {
         assert!(small.capacity() >= 16, "small queues are left alone");
     }
 
-    /// Resident bytes of this process.
+    /// Resident memory of this process, MiB (NaN when unreadable, which fails the test).
     #[cfg(target_os = "linux")]
-    fn rss() -> u64 {
-        let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-        let pages: u64 = statm
-            .split(' ')
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .expect("rss");
-        pages * 4096
+    fn rss_mb() -> f64 {
+        crate::bench::measure::rss_mb(std::process::id(), "VmRSS:")
     }
 
     /// The pipeline's pattern: this thread allocates, another frees. Until this thread
@@ -167,20 +161,17 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn blocks_freed_by_another_thread_come_back_when_the_allocating_thread_is_asked() {
-        const MIB: u64 = 1 << 20;
         let blocks: Vec<Vec<u8>> = (0..128 * 1024).map(|i| vec![i as u8 | 1; 1000]).collect();
         std::thread::spawn(move || drop(blocks))
             .join()
             .expect("the freeing thread");
-        let before = rss();
+        let before = rss_mb();
         COLLECT_EPOCH.fetch_add(1, Ordering::Relaxed);
         collect_if_asked();
-        let after = rss();
+        let after = rss_mb();
         assert!(
-            before.saturating_sub(after) > 64 * MIB,
-            "RSS {} MiB before the collect, {} MiB after",
-            before / MIB,
-            after / MIB
+            before - after > 64.0,
+            "RSS {before:.0} MiB before the collect, {after:.0} MiB after"
         );
     }
 }

@@ -412,7 +412,7 @@ fn peak_rss_mb(pid: u32) -> f64 {
 }
 
 /// A memory line of `/proc/{pid}/status` (`VmRSS:`, `VmHWM:`), in MiB; NaN when unreadable.
-pub(super) fn rss_mb(pid: u32, field: &str) -> f64 {
+pub(crate) fn rss_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

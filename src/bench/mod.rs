@@ -15,7 +15,7 @@
 
 pub mod baseline;
 mod latency;
-mod measure;
+pub(crate) mod measure;
 mod memory;
 mod rsyslog;
 

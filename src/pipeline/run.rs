@@ -281,7 +281,8 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 /// consumer's never does). A message that is ready now is taken without a select, whose
 /// shutdown future locks the token's waiters on every poll: the token is looked at once every
 /// [`SHUTDOWN_CHECK_EVERY`] messages instead (`since_check` counts them), and whenever the
-/// queue is empty, where `on_empty` is called before waiting.
+/// queue is empty, where `on_empty` is called before waiting. While it waits, the thread
+/// collects its heap when the idle collector asks (`malloc.rs`).
 async fn next_or_stop<S: Stream + Unpin>(
     stream: &mut S,
     shutdown: &CancellationToken,
