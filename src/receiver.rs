@@ -27,7 +27,8 @@ struct Shared {
     frames: Mutex<Vec<Bytes>>,
     connections: std::sync::atomic::AtomicUsize,
     arrived: Notify,
-    /// Set by [`Receiver::unpace`]: a paced receiver reads at full speed from then on.
+    /// Set by [`Receiver::unpace`], cleared by [`Receiver::pace`]: a paced receiver reads at
+    /// full speed while it is set.
     unpaced: std::sync::atomic::AtomicBool,
 }
 
@@ -191,6 +192,14 @@ impl Receiver {
         self.shared
             .unpaced
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A receiver made with [`Receiver::tcp_paced`] reads at its pace again (the SIEM slowed
+    /// down again); no effect on one made without a pace.
+    pub fn pace(&self) {
+        self.shared
+            .unpaced
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// TCP connections accepted so far.

@@ -26,6 +26,8 @@ fn harness_runs_every_kind_of_measurement() {
             "0.01",
             "--memory-secs",
             "2",
+            "--memory-backlogs",
+            "2",
         ])
         .output()
         .expect("bench runs");
@@ -73,8 +75,15 @@ fn harness_runs_every_kind_of_measurement() {
     let (got, want) = got_of(&stdout, "memory after recovery", " had ");
     assert!(
         got >= want,
-        "every event delivered after recovery:\n{stdout}"
+        "every event of both backlogs delivered after recovery:\n{stdout}"
     );
+    let after = stdout
+        .lines()
+        .find(|l| l.starts_with("memory after recovery"))
+        .and_then(|l| l.split("idle): ").nth(1)?.split(" MiB").next())
+        .unwrap_or_else(|| panic!("no memory after recovery:\n{stdout}"));
+    let each: Vec<f64> = after.split(", ").filter_map(|mb| mb.parse().ok()).collect();
+    assert_eq!(each.len(), 2, "one figure per backlog: {after}");
     assert!(start.elapsed() < Duration::from_secs(240));
 }
 

@@ -4,7 +4,9 @@
 //! the queue fills, the destination parks what it cannot take, and memory must stay bounded
 //! (target: under 256 MiB). Then the input stops and the receiver reads at full speed: once it
 //! has every event (parked ones come back from the retry topic) or nothing more comes, memory
-//! must return near the size it had when idle before the run.
+//! must return near the size it had when idle before the run. With several backlogs the slow
+//! window and the recovery repeat in the same process: what stays after each shows whether a
+//! burst leaves memory behind that the next one adds to.
 
 use std::time::{Duration, Instant};
 
@@ -25,19 +27,21 @@ pub struct Memory {
     pub read_rate: f64,
     /// Highest resident memory sampled (VmRSS), MiB.
     pub peak_mb: f64,
+    /// The highest sample of each backlog, MiB.
+    pub peaks_mb: Vec<f64>,
     /// Resident memory at the end of the slow window, MiB.
     pub end_mb: f64,
     /// Resident memory once ready, before any input, MiB.
     pub idle_mb: f64,
-    /// Resident memory after recovery (the receiver unpaced, until it had every event or nothing
-    /// more came) and 12 s idle, MiB.
-    pub after_mb: f64,
+    /// Resident memory after each backlog's recovery (the receiver unpaced, until it had every
+    /// event or nothing more came) and 12 s idle, MiB.
+    pub after_mb: Vec<f64>,
     /// Seconds from unpacing the receiver until it had every produced event, or until the last
-    /// one arrived when some never came (the mock deleted them).
+    /// one arrived when some never came (the mock deleted them); the longest recovery.
     pub drain_s: f64,
     /// Frames the slow receiver got in the slow window.
     pub received: usize,
-    /// Events produced.
+    /// Events produced (in all backlogs).
     pub produced: u64,
     /// Frames the receiver had once recovery ended.
     pub delivered: usize,
@@ -53,7 +57,8 @@ pub struct Memory {
 const FRAME_BYTES: f64 = 200.0;
 
 /// Produces to `topic` at `input_rate` for `secs` seconds while the product forwards to a
-/// receiver reading 1 % of that.
+/// receiver reading 1 % of that, then lets the receiver recover; `backlogs` times in the same
+/// product process.
 ///
 /// # Errors
 /// When the receiver, the producer or the child cannot start.
@@ -63,6 +68,7 @@ pub async fn slow_receiver(
     group: &str,
     input_rate: u64,
     secs: u64,
+    backlogs: usize,
 ) -> anyhow::Result<Memory> {
     let read_rate = (input_rate as f64 * 0.01).max(10.0);
     let chunk = 16 * 1024;
@@ -72,28 +78,34 @@ pub async fn slow_receiver(
         ready_product(rx.addr(), brokers, topic, group, "memory", false).await?;
     let pid = child.id();
     let idle_mb = rss_mb(pid, "VmRSS:");
-    let sample = async {
-        let end = Instant::now() + Duration::from_secs(secs);
-        let (mut peak, mut last) = (0.0f64, f64::NAN);
-        while Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            last = rss_mb(pid, "VmRSS:");
-            peak = peak.max(last);
-        }
-        (peak, last)
+    let mut m = Memory {
+        idle_mb,
+        ..Memory::default()
     };
-    let (produced, (peak_mb, end_mb)) =
-        tokio::join!(produce_live(brokers, topic, input_rate, secs), sample);
-    let live = produced?;
-    let (sent, achieved) = (live.produced, live.rate);
-    let slow_received = rx.count();
-    rx.unpace();
-    let drain_s = drained(&rx, sent as usize, DRAIN_LIMIT).await;
-    // The product gives freed memory back once it has been idle for a while (`malloc`).
-    tokio::time::sleep(SETTLE).await;
-    let after_mb = rss_mb(pid, "VmRSS:");
-    let parked = http_get(admin, "/metrics").map_or(f64::NAN, |m| {
-        m.lines()
+    let (mut achieved, mut slow_received) = (0.0, 0);
+    let n = backlogs.max(1);
+    for _ in 0..n {
+        let before = rx.count();
+        let (produced, (peak_mb, end_mb)) = tokio::join!(
+            produce_live(brokers, topic, input_rate, secs),
+            sample_rss(pid, secs)
+        );
+        let live = produced?;
+        m.produced += live.produced;
+        achieved += live.rate;
+        (m.peak_mb, m.end_mb) = (m.peak_mb.max(peak_mb), end_mb);
+        m.peaks_mb.push(peak_mb);
+        slow_received += rx.count() - before;
+        rx.unpace();
+        let drain_s = drained(&rx, m.produced as usize, DRAIN_LIMIT).await;
+        m.drain_s = m.drain_s.max(drain_s);
+        // The product gives freed memory back once it has been idle for a while (`malloc`).
+        tokio::time::sleep(SETTLE).await;
+        m.after_mb.push(rss_mb(pid, "VmRSS:"));
+        rx.pace();
+    }
+    let parked = http_get(admin, "/metrics").map_or(f64::NAN, |text| {
+        text.lines()
             .filter(|l| l.starts_with("plura_forwarder_events_parked_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
@@ -101,19 +113,26 @@ pub async fn slow_receiver(
     stop(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Memory {
-        input_rate: achieved,
-        read_rate: slow_received as f64 / secs.max(1) as f64,
-        peak_mb,
-        end_mb,
-        idle_mb,
-        after_mb,
-        drain_s,
+        input_rate: achieved / n as f64,
+        read_rate: slow_received as f64 / (secs.max(1) * n as u64) as f64,
         received: slow_received,
-        produced: sent,
         delivered: rx.count(),
         deleted_by_mock: retry_low_watermark(brokers).unwrap_or(-1),
         parked,
+        ..m
     })
+}
+
+/// The highest and the last resident memory (MiB) of `pid`, sampled every 250 ms for `secs`.
+async fn sample_rss(pid: u32, secs: u64) -> (f64, f64) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let (mut peak, mut last) = (0.0f64, f64::NAN);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        last = rss_mb(pid, "VmRSS:");
+        peak = peak.max(last);
+    }
+    (peak, last)
 }
 
 /// After recovery: the product trims its heap after 5 s under 5 % of a core, checked every 5 s.

@@ -58,6 +58,10 @@ pub struct BenchOptions {
     /// of it (0: skip).
     #[arg(long, default_value_t = 60)]
     pub memory_secs: u64,
+    /// Backlogs in the memory run, one after the other in the same product process, each
+    /// followed by recovery (memory after each is printed).
+    #[arg(long, default_value_t = 1)]
+    pub memory_backlogs: usize,
     /// Internal: run the minimal forwarder `brokers,group,topic,addr,tcp|udp` until stopped.
     #[arg(long, hide = true)]
     pub baseline_worker: Option<String>,
@@ -134,26 +138,36 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         let live = "bench-memory";
         kafka.create_topic(live, opts.partitions)?;
         let input = (max / 10.0) as u64;
-        let m = memory::slow_receiver(&brokers, live, live, input, opts.memory_secs).await?;
+        let m = memory::slow_receiver(
+            &brokers,
+            live,
+            live,
+            input,
+            opts.memory_secs,
+            opts.memory_backlogs,
+        )
+        .await?;
         println!(
-            "memory, input {:.0} ev/s for {} s, receiver reading {:.0} ev/s, default \
-             settings: idle RSS {:.0} MiB, peak {:.0} MiB, {:.0} MiB at the end (target < 256 MiB); \
-             received {}, parked {}",
+            "memory, input {:.0} ev/s for {} s × {} backlog(s), receiver reading {:.0} ev/s, default \
+             settings: idle RSS {:.0} MiB, peak {:.0} MiB (each backlog: {}), {:.0} MiB at the end \
+             (target < 256 MiB); received {}, parked {}",
             m.input_rate,
             opts.memory_secs,
+            m.after_mb.len(),
             m.read_rate,
             m.idle_mb,
             m.peak_mb,
+            mib_list(&m.peaks_mb),
             m.end_mb,
             m.received,
             m.parked
         );
         println!(
-            "memory after recovery (receiver at full speed, then {} s idle): {:.0} MiB; the \
+            "memory after recovery (receiver at full speed, then {} s idle): {} MiB; the \
              receiver had {} of {} events, the last after {:.1} s; the mock deleted {} parked events \
              (5 MiB per partition) before they came back",
             memory::SETTLE.as_secs(),
-            m.after_mb,
+            mib_list(&m.after_mb),
             m.delivered,
             m.produced,
             m.drain_s,
@@ -162,6 +176,14 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     }
     drop(kafka);
     Ok(())
+}
+
+/// `51, 62, 59` for one figure per backlog.
+fn mib_list(mb: &[f64]) -> String {
+    mb.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn run_baseline_worker(spec: &str) -> anyhow::Result<()> {
