@@ -24,12 +24,47 @@ impl OffsetStore for NoStore {
 
 #[derive(Debug, Default)]
 struct Watermark {
-    /// (offset, completions still owed), in dispatch order.
+    /// (offset, completions still owed), in dispatch order. A finished entry behind an
+    /// unfinished one may stand for a run of finished events ending at its offset
+    /// ([`Watermark::compact`]).
     pending: VecDeque<(i64, u32)>,
+    /// `pending` is compacted when it grows to this length (0: [`COMPACT_MIN`]).
+    compact_at: usize,
     /// Highest offset below which everything is finished.
     done: Option<i64>,
     /// Set when the partition is revoked; later completions are ignored.
     closed: bool,
+}
+
+/// Below this many entries `pending` is never compacted: in normal operation it stays shorter.
+const COMPACT_MIN: usize = 4096;
+
+impl Watermark {
+    /// Collapses each run of finished entries into its last one. While a destination holds
+    /// the oldest events of a partition (a slow SIEM whose queue stays full, while everything
+    /// after them is parked and finished), every later event would otherwise keep its entry
+    /// until the oldest is done: 16 bytes an event, about 200 MB after three minutes at 70k
+    /// events/s. The watermark is unchanged, since popping a collapsed run moves it to the
+    /// run's last offset. The next compaction waits until the length doubles, so the cost per
+    /// event stays constant.
+    fn compact(&mut self) {
+        let q = &mut self.pending;
+        let mut kept = 0;
+        for i in 0..q.len() {
+            let entry = q[i];
+            if entry.1 == 0 && kept > 0 && q[kept - 1].1 == 0 {
+                q[kept - 1].0 = entry.0;
+            } else {
+                q[kept] = entry;
+                kept += 1;
+            }
+        }
+        q.truncate(kept);
+        self.compact_at = (2 * kept).max(COMPACT_MIN);
+        if q.capacity() > 4 * self.compact_at {
+            q.shrink_to(2 * self.compact_at);
+        }
+    }
 }
 
 /// The completion state of one assigned partition.
@@ -91,6 +126,9 @@ impl PartitionTracker {
         if parts == 0 {
             self.advance(&mut st);
         }
+        if st.pending.len() >= st.compact_at.max(COMPACT_MIN) {
+            st.compact();
+        }
         drop(st);
         out.extend((0..parts).map(|_| Ack {
             tracker: Arc::clone(self),
@@ -142,7 +180,8 @@ impl PartitionTracker {
         self.lock().done
     }
 
-    /// Events dispatched and not yet finished.
+    /// Events dispatched and not yet popped from the watermark: every unfinished one, and
+    /// finished ones behind the oldest unfinished (runs of them collapsed). 0 when all are done.
     pub fn in_flight(&self) -> usize {
         self.lock().pending.len()
     }
@@ -236,7 +275,66 @@ mod tests {
         assert_eq!(t.in_flight(), 2);
     }
 
+    /// A slow destination holds the oldest event while 100,000 later ones finish: the
+    /// watermark keeps a few thousand entries, not one per event, and still lands on the last
+    /// offset once the oldest is done.
+    #[test]
+    fn finished_events_behind_a_slow_one_are_collapsed() {
+        let store = Arc::new(Last(AtomicI64::new(-1)));
+        let t = PartitionTracker::new("t", 0, store.clone());
+        let oldest = t.dispatch(0, 1);
+        let mut parked = Vec::new();
+        for offset in 1..=100_000 {
+            parked.extend(t.dispatch(offset, 2));
+            if parked.len() >= 200 {
+                complete_all(parked.drain(..));
+            }
+        }
+        complete_all(parked);
+        assert!(
+            t.in_flight() <= 2 * COMPACT_MIN,
+            "{} entries kept for one unfinished event",
+            t.in_flight()
+        );
+        assert_eq!(t.done_upto(), None, "the oldest is still owed");
+        oldest.into_iter().for_each(Ack::done);
+        assert_eq!(t.done_upto(), Some(100_000));
+        assert_eq!(store.0.load(Ordering::SeqCst), 100_000);
+        assert_eq!(t.in_flight(), 0);
+    }
+
     proptest! {
+        /// Compacting at any moment never moves the watermark past an unfinished offset, and
+        /// it still reaches the last offset.
+        #[test]
+        fn compaction_keeps_the_watermark(
+            order in Just((0..60usize).collect::<Vec<_>>()).prop_shuffle(),
+            compact_every in 1usize..8,
+        ) {
+            let t = PartitionTracker::new("t", 0, Arc::new(Last(AtomicI64::new(-1))));
+            let mut acks = Vec::new();
+            for offset in 0..30 {
+                acks.extend(t.dispatch(offset * 3, 2));
+            }
+            let mut slots: Vec<Option<Ack>> = acks.into_iter().map(Some).collect();
+            let mut finished = std::collections::HashMap::<i64, u32>::new();
+            for (n, i) in order.into_iter().enumerate() {
+                let ack = slots[i].take().unwrap();
+                *finished.entry(ack.offset()).or_default() += 1;
+                ack.done();
+                if n % compact_every == 0 {
+                    t.lock().compact();
+                }
+                if let Some(mark) = t.done_upto() {
+                    for o in (0..=mark).step_by(3) {
+                        prop_assert_eq!(finished.get(&o), Some(&2));
+                    }
+                }
+            }
+            prop_assert_eq!(t.done_upto(), Some(87));
+            prop_assert_eq!(t.in_flight(), 0);
+        }
+
         #[test]
         fn watermark_never_passes_an_unfinished_offset(
             order in Just((0..60usize).collect::<Vec<_>>()).prop_shuffle(),
