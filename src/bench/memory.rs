@@ -25,9 +25,7 @@ pub struct Memory {
     pub input_rate: f64,
     /// Frames the receiver read per second (paced for 1 % of the input rate).
     pub read_rate: f64,
-    /// Highest resident memory sampled (VmRSS), MiB.
-    pub peak_mb: f64,
-    /// The highest sample of each backlog, MiB.
+    /// The highest resident memory (VmRSS) sampled in each backlog, MiB.
     pub peaks_mb: Vec<f64>,
     /// Resident memory at the end of the slow window, MiB.
     pub end_mb: f64,
@@ -50,6 +48,13 @@ pub struct Memory {
     pub deleted_by_mock: i64,
     /// Events parked to the retry topic (`events_parked_total`).
     pub parked: f64,
+}
+
+impl Memory {
+    /// The highest resident memory sampled in the whole run, MiB.
+    pub fn peak_mb(&self) -> f64 {
+        self.peaks_mb.iter().copied().fold(0.0, f64::max)
+    }
 }
 
 /// The receiver paces bytes, not frames: RFC 5424 frames of the sample events are about this
@@ -93,7 +98,7 @@ pub async fn slow_receiver(
         let live = produced?;
         m.produced += live.produced;
         achieved += live.rate;
-        (m.peak_mb, m.end_mb) = (m.peak_mb.max(peak_mb), end_mb);
+        m.end_mb = end_mb;
         m.peaks_mb.push(peak_mb);
         slow_received += rx.count() - before;
         rx.unpace();

@@ -156,7 +156,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             m.after_mb.len(),
             m.read_rate,
             m.idle_mb,
-            m.peak_mb,
+            m.peak_mb(),
             mib_list(&m.peaks_mb),
             m.end_mb,
             m.received,
