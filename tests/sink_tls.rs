@@ -233,6 +233,13 @@ impl Receiver {
             .collect()
     }
 
+    /// The sequence numbers received, once there are at least `n` (or after 5 s). An ack means
+    /// the sink wrote the bytes; the receiver's task may not have read and parsed them yet.
+    async fn seqs_once(&self, n: usize) -> BTreeSet<i64> {
+        wait_until(Duration::from_secs(5), || self.seqs().len() >= n).await;
+        self.seqs()
+    }
+
     fn rotate(&self, config: ServerConfig) {
         *self.config.lock().unwrap() = Arc::new(config);
     }
@@ -414,7 +421,11 @@ async fn wrong_ca_is_unknown_issuer_then_fixed_ca_delivers_everything() {
             "{:?}",
             sink.status()
         );
-        assert_eq!(rx.seqs(), (0..100).collect::<BTreeSet<_>>(), "0 lost");
+        assert_eq!(
+            rx.seqs_once(100).await,
+            (0..100).collect::<BTreeSet<_>>(),
+            "0 lost"
+        );
         let report = sink.close(Duration::from_secs(2)).await;
         assert_eq!(report.unacked, 0);
     })
@@ -532,7 +543,11 @@ async fn refused_client_certificate_is_named_then_a_good_one_delivers_everything
             "{:?}",
             sink.status()
         );
-        assert_eq!(rx.seqs(), (0..50).collect::<BTreeSet<_>>(), "0 lost");
+        assert_eq!(
+            rx.seqs_once(50).await,
+            (0..50).collect::<BTreeSet<_>>(),
+            "0 lost"
+        );
         assert!(rx.with_client_cert.load(Ordering::SeqCst) >= 1);
     })
     .await
@@ -566,7 +581,7 @@ async fn mutual_tls_works() {
             sink.status()
         );
         assert_eq!(rx.with_client_cert.load(Ordering::SeqCst), 1);
-        assert_eq!(rx.seqs().len(), 200);
+        assert_eq!(rx.seqs_once(200).await.len(), 200);
         assert!(sink.status().last_error.is_none());
     })
     .await
@@ -664,7 +679,11 @@ async fn rotating_ca_and_certificates_mid_stream_loses_nothing() {
             "{:?}",
             sink.status()
         );
-        assert_eq!(rx.seqs(), (0..N).collect::<BTreeSet<_>>(), "0 lost");
+        assert_eq!(
+            rx.seqs_once(N as usize).await,
+            (0..N).collect::<BTreeSet<_>>(),
+            "0 lost"
+        );
         let sessions = rx.sessions.load(Ordering::SeqCst);
         assert!(sessions >= 2, "the connection was replaced: {sessions}");
         // Frames arrive in order on each connection.
@@ -709,7 +728,7 @@ async fn ip_address_as_server_name_works() {
             "{:?}",
             sink.status()
         );
-        assert_eq!(rx.seqs().len(), 50);
+        assert_eq!(rx.seqs_once(50).await.len(), 50);
     })
     .await
     .unwrap();
@@ -843,7 +862,7 @@ async fn tls_1_2_server_is_served_unless_min_version_is_1_3() {
             "{:?}",
             sink.status()
         );
-        assert_eq!(rx.seqs().len(), 20);
+        assert_eq!(rx.seqs_once(20).await.len(), 20);
 
         cfg.min_version = TlsVersion::V1_3;
         let sink = sink::spawn(spec(rx.addr.to_string(), cfg));
@@ -880,7 +899,7 @@ async fn reload_tls_replaces_the_connection_without_loss() {
         );
         feed(&sink, &t, 100..200).await;
         assert!(wait_until(Duration::from_secs(10), || t.done_upto() == Some(199)).await);
-        assert_eq!(rx.seqs(), (0..200).collect::<BTreeSet<_>>());
+        assert_eq!(rx.seqs_once(200).await, (0..200).collect::<BTreeSet<_>>());
         let st = sink.status();
         assert!(st.last_error.is_none(), "a reload is not an error: {st:?}");
         assert_eq!(st.state, SinkState::Connected);
