@@ -130,25 +130,27 @@ pub async fn produce_raw(brokers: &str, topic: &str, payloads: &[&[u8]]) {
 }
 
 /// Runs the pipeline until `until` resolves, then stops it and waits for the drain.
+///
+/// The run is a task of its own, as in the binary (where a signal task cancels the token):
+/// joined in one task with `until`, a run busy with a backlog would not let `until` be polled
+/// until the backlog was gone.
 pub async fn run_until<F: std::future::Future<Output = ()>>(cfg: Config, until: F) {
     let stop = CancellationToken::new();
-    let run = pipeline::run(
+    let run = tokio::spawn(pipeline::run(
         cfg,
         RunOptions {
             shutdown: stop.clone(),
             ..RunOptions::default()
         },
-    );
-    let stopper = async {
+    ));
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
         until.await;
         stop.cancel();
-    };
-    let (result, ()) = tokio::time::timeout(Duration::from_secs(120), async {
-        tokio::join!(run, stopper)
+        run.await
     })
     .await
     .expect("pipeline run bounded in time");
-    result.expect("pipeline run");
+    result.expect("pipeline task").expect("pipeline run");
 }
 
 /// The mock cluster silently drops old data beyond 5 MiB per partition: check that nothing
