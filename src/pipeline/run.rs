@@ -295,7 +295,14 @@ async fn next_or_stop<S: Stream + Unpin>(
             *since_check += 1;
             return m;
         }
-        _ => *since_check = 0,
+        Poll::Ready(_) => {
+            // A backlog keeps messages ready for hours: without a turn for the scheduler,
+            // what shares this task (the binary's select on SIGTERM and on reloads) is never
+            // polled.
+            tokio::task::yield_now().await;
+            *since_check = 0;
+        }
+        Poll::Pending => *since_check = 0,
     }
     if shutdown.is_cancelled() {
         return None;
@@ -472,6 +479,30 @@ mod tests {
         assert!(
             taken <= SHUTDOWN_CHECK_EVERY,
             "{taken} messages taken after the stop"
+        );
+    }
+
+    /// In the binary the run shares a task with a select on SIGTERM and on reloads: during a
+    /// backlog those must still be polled, so the stop comes from a future beside the loop.
+    #[tokio::test]
+    async fn a_backlog_lets_the_futures_beside_it_run() {
+        let (mut s, stop) = (Backlog(0), CancellationToken::new());
+        let (mut n, mut taken) = (SHUTDOWN_CHECK_EVERY, 0u64);
+        let consume = async {
+            while taken < 1_000_000 && next_or_stop(&mut s, &stop, &mut n, || {}).await.is_some() {
+                taken += 1;
+            }
+        };
+        let beside = async {
+            tokio::task::yield_now().await;
+            stop.cancel();
+        };
+        tokio::join!(consume, beside);
+        // A turn at each look at the stop; the stop is seen at the next.
+        let bound = 2 * u64::from(SHUTDOWN_CHECK_EVERY) + 1;
+        assert!(
+            taken <= bound,
+            "{taken} messages before the future beside ran"
         );
     }
 
