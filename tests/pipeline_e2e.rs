@@ -448,7 +448,7 @@ async fn a_pause_in_the_input_ends_the_linger() {
 
 /// A stop during a long backlog ends consuming at once: the run does not drain the topic
 /// first (messages ready in the consumer's queue are taken without a select, and the stop is
-/// looked at every few dozen of them; `next_or_stop`'s unit tests pin that interval down).
+/// looked at every few hundred of them; `next_or_stop`'s unit tests pin that interval down).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_a_backlog_ends_consuming_at_once() {
     let kafka = start_kafka();

@@ -47,7 +47,7 @@ async fn a_stop_signal_during_a_backlog_is_seen_at_once() {
     let after = recv.count();
     eprintln!("signal in a backlog: {at_stop} frames at the signal, {after} in all of {total}");
     assert!(at_stop >= 1000, "the signal came before the run got going");
-    // Seen within a few dozen messages, plus what the destination's queue and the socket
+    // Seen within a few hundred messages, plus what the destination's queue and the socket
     // held; the bug drained all 20,000.
     assert!(
         (after as u64) < total / 2,

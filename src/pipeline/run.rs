@@ -331,8 +331,10 @@ async fn next_or_stop<S: Stream + Unpin>(
 
 /// Blocked this long on one event (no room, no parking), the consumer pauses and keeps polling.
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
-/// Messages taken straight from a non-empty queue between two looks at the shutdown token.
-const SHUTDOWN_CHECK_EVERY: u32 = 64;
+/// Messages taken straight from a non-empty queue between two looks at the shutdown token, each
+/// with a turn for the scheduler. A turn costs about 1 µs in a spawned task (measured), so a
+/// few hundred messages make it free; the stop waits at most that many (under 1 ms).
+const SHUTDOWN_CHECK_EVERY: u32 = 512;
 /// At most this many messages fetched before the pause took effect are kept while paused.
 const HELD_MAX: usize = 10_000;
 
