@@ -1,6 +1,6 @@
 //! Render hot path (performance.md: ≥ 3 M events/s per core for a web detection event in
 //! RFC 5424 and CEF). Buffers are reused as in the pipeline. Decoding is measured against a
-//! `serde_json::Value` parse of the same event.
+//! `serde_json::Value` parse of the same event, the compliance lookup against a clock read.
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -80,5 +80,25 @@ fn decode_vs_serde(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, render, decode_vs_serde);
+/// The compliance lookup done for every event (counters and `last_seen`), next to one read of
+/// the wall clock measured in the same run: the lookup used to read it per event.
+fn compliance_lookup(c: &mut Criterion) {
+    use plura_forwarder::compliance::Compliance;
+    use plura_forwarder::config::ComplianceMode;
+    let mapping = include_str!("../config/compliance.toml");
+    let comp = Compliance::from_toml_str(mapping, ComplianceMode::All).expect("shipped mapping");
+    let ev = decode(WEB, None, &DecodeOptions::default()).expect("fixture decodes");
+    assert!(comp.lookup(&ev).is_some(), "the fixture maps to controls");
+    let mut g = c.benchmark_group("compliance");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("web_detect/lookup", |b| {
+        b.iter(|| black_box(comp.lookup(black_box(&ev)).is_some()))
+    });
+    g.bench_function("wall_clock_read", |b| {
+        b.iter(|| black_box(std::time::SystemTime::now()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, render, decode_vs_serde, compliance_lookup);
 criterion_main!(benches);

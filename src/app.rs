@@ -191,6 +191,10 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<ReloadReply>>(4);
 
     let state = AdminState {
+        before_render: Some({
+            let compliance = Arc::clone(&compliance);
+            Arc::new(move || read(&compliance).publish_metrics())
+        }),
         extra_metrics: Some({
             let trackers = Arc::clone(&trackers);
             Arc::new(move |out: &mut String| {
@@ -327,6 +331,8 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
             }
             (Ok(()), Some(((new, mut mapping), reply))) => {
                 let old: Arc<Compliance> = read(&compliance);
+                // A control the new file drops keeps its series at the old total.
+                old.publish_metrics();
                 mapping.carry_counts_from(&old);
                 write(&compliance, Arc::new(mapping));
                 metrics::counter!(m::CONFIG_RELOADS_TOTAL, "outcome" => "ok").increment(1);

@@ -39,9 +39,15 @@ struct Server {
 }
 
 async fn start(api: Api) -> Server {
+    start_with(api, None).await
+}
+
+/// [`start`], with a hook run before each `/metrics` render.
+async fn start_with(api: Api, before_render: Option<admin::BeforeRender>) -> Server {
     let listener = admin::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().unwrap();
     let state = AdminState {
+        before_render,
         extra_metrics: None,
         metrics: recorder(),
         ready: Arc::new(|| Ok(())),
@@ -619,9 +625,10 @@ async fn metrics_scrape_parses_with_types_and_buckets() {
             _ => metrics::gauge!(name, "destination" => "soc-siem").set(1.0),
         }
     }
-    // And compliance hits through a lookup (series registered at load).
+    // And compliance hits through a lookup (series registered at load, brought up to the
+    // totals before each render, as the service does).
     let src = include_str!("../config/compliance.toml");
-    let c = Compliance::from_toml_str(src, ComplianceMode::All).unwrap();
+    let c = Arc::new(Compliance::from_toml_str(src, ComplianceMode::All).unwrap());
     let ev = decode(
         br#"{"logType":"detect","category":"host"}"#,
         None,
@@ -630,7 +637,7 @@ async fn metrics_scrape_parses_with_types_and_buckets() {
     .unwrap();
     c.lookup(&ev).unwrap();
 
-    let srv = start(Api::default()).await;
+    let srv = start_with(Api::default(), Some(Arc::new(move || c.publish_metrics()))).await;
     let (code, headers, body) = call(srv.addr, "GET", "/metrics", None, None).await;
     assert_eq!(code, 200);
     assert!(headers["content-type"].starts_with("text/plain; version=0.0.4"));
@@ -821,6 +828,7 @@ async fn runtime_wiring_as_documented() {
     let listener = admin::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = AdminState {
+        before_render: None,
         extra_metrics: None,
         metrics: recorder(),
         ready: Arc::new(|| Ok(())),

@@ -44,7 +44,7 @@ async fn reload_refuses_a_bad_file_and_swaps_destinations_without_loss() {
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{admin}\"\ntoken_env = \"PLURA_TEST_RELOAD_TOKEN\""),
     ) + &format!(
-        "[compliance]\nmapping_file = \"{}/config/compliance.toml\"\n",
+        "[compliance]\nmode = \"all\"\nmapping_file = \"{}/config/compliance.toml\"\n",
         env!("CARGO_MANIFEST_DIR")
     );
     let dir = tempfile::tempdir().unwrap();
@@ -155,6 +155,14 @@ async fn reload_refuses_a_bad_file_and_swaps_destinations_without_loss() {
         metrics.contains("plura_forwarder_config_reloads_total{outcome=\"error\"} 1"),
         "{metrics}"
     );
+    // Compliance totals are summed when `/metrics` is rendered, across the reload too.
+    let hits: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("plura_forwarder_compliance_hits_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(hits > 0.0, "no compliance hits on /metrics: {metrics}");
+    eprintln!("reload: compliance_hits_total summed over controls: {hits}");
     eprintln!(
         "reload: stays {} frames for 300 events, removed got {} of the last 100, added got {}",
         stays.frames().len(),

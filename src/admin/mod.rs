@@ -42,10 +42,16 @@ pub struct AdminState {
     pub ready: ReadyCheck,
     /// Appends metrics kept outside the registry (per-partition `consumer_lag`).
     pub extra_metrics: Option<ExtraMetrics>,
+    /// Brings registry series that are summed on demand up to date before each render
+    /// (`compliance_hits_total`).
+    pub before_render: Option<BeforeRender>,
 }
 
 /// Writes more Prometheus text after the registry's.
 pub type ExtraMetrics = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// Updates the registry just before `/metrics` is rendered.
+pub type BeforeRender = Arc<dyn Fn() + Send + Sync>;
 
 /// Binds the listener (so that a bad address fails at start, naming it).
 ///
@@ -125,6 +131,9 @@ async fn handle(state: &AdminState, api: &Api, req: Request<Incoming>) -> Respon
     }
     match (req.method(), path) {
         (&Method::GET, "/metrics") => {
+            if let Some(update) = &state.before_render {
+                update();
+            }
             let mut text = state.metrics.render();
             if let Some(extra) = &state.extra_metrics {
                 extra(&mut text);

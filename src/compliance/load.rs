@@ -232,7 +232,7 @@ pub(super) fn build(src: &str, mode: ComplianceMode) -> Result<Compliance, LoadE
         defaults: default_slots,
         by_id,
         by_name,
-        events: AtomicU64::new(0),
+        carried_events: 0,
         started_ms: now_ms(),
     })
 }
@@ -285,7 +285,7 @@ impl Builder {
             self.standards.push(Standard {
                 id: name.as_str().into(),
                 display_name: display_name.into(),
-                events: AtomicU64::new(0),
+                carried_events: 0,
             });
             self.std_index.insert(name.clone(), s);
             let Some(ids) = controls[name].as_table() else {
@@ -336,8 +336,8 @@ impl Builder {
                     id: id.as_str().into(),
                     title: title.into(),
                     title_en: title_en.map(Into::into),
-                    hits: AtomicU64::new(0),
-                    last_seen_ms: AtomicI64::new(0),
+                    carried_hits: 0,
+                    carried_last_seen_ms: 0,
                     counter: metrics::counter!(
                         m::COMPLIANCE_HITS_TOTAL,
                         "standard" => name.clone(),
@@ -633,6 +633,8 @@ impl Builder {
                 source,
                 set,
                 hits: AtomicU64::new(0),
+                last_seen_ms: AtomicI64::new(0),
+                carried: 0,
             });
             (self.slots.len() - 1) as u32
         })

@@ -31,10 +31,11 @@ impl Compliance {
     /// ```
     /// Every control of `[controls.*]` is listed, with 0 hits when none was seen.
     pub fn report(&self) -> Value {
+        let totals = self.totals();
         // (control, source) → hits, from the slots that were hit.
         let mut by_control: HashMap<u32, HashMap<u32, u64>> = HashMap::new();
         for slot in &self.slots {
-            let hits = slot.hits.load(Ordering::Relaxed);
+            let hits = slot.hits.load(Ordering::Relaxed) + slot.carried;
             if hits == 0 {
                 continue;
             }
@@ -68,11 +69,8 @@ impl Compliance {
                 if let Some(en) = &ctl.title_en {
                     o.insert("title_en".into(), json!(en));
                 }
-                o.insert("hits".into(), json!(ctl.hits.load(Ordering::Relaxed)));
-                o.insert(
-                    "last_seen".into(),
-                    rfc3339_ms(ctl.last_seen_ms.load(Ordering::Relaxed)),
-                );
+                o.insert("hits".into(), json!(totals.hits[c]));
+                o.insert("last_seen".into(), rfc3339_ms(totals.last_seen_ms[c]));
                 o.insert("top_filters".into(), Value::Array(top));
                 controls.insert(ctl.id.to_string(), Value::Object(o));
             }
@@ -80,7 +78,7 @@ impl Compliance {
                 std.id.to_string(),
                 json!({
                     "name": std.display_name,
-                    "events": std.events.load(Ordering::Relaxed),
+                    "events": totals.standard_events[s],
                     "controls": controls,
                 }),
             );
@@ -91,7 +89,7 @@ impl Compliance {
                 ComplianceMode::All => "all",
             },
             "since": rfc3339_ms(self.started_ms),
-            "mapped_events": self.events.load(Ordering::Relaxed),
+            "mapped_events": totals.events,
             "registered_filters": self.registered_filters(),
             "standards": standards,
         })

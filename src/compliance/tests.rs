@@ -106,7 +106,7 @@ fn scoped_entries_override_unscoped_and_empty_maps_nothing() {
     // Emptied on purpose: no controls, even in mode all (no fallback to the default).
     let def = r#"{"logType":"defense","category":"waf","filterId":"F-7"}"#;
     assert!(c.lookup(&ev(def)).is_none());
-    assert_eq!(c.events.load(Ordering::Relaxed), 0);
+    assert_eq!(c.totals().events, 0);
 }
 
 #[test]
@@ -264,4 +264,17 @@ fn reload_carries_the_counts_over() {
         same.report()["standards"]["isms_p"]["controls"]["2.10.3"]["top_filters"],
         serde_json::json!([{"filter_id": "F-1021", "hits": 2}])
     );
+}
+
+/// `last_seen` comes from the coarse clock: it must tell the same time as the wall clock, to a
+/// kernel tick (at most 10 ms at HZ=100) and the time between the two reads.
+#[test]
+fn the_coarse_clock_tells_the_wall_time() {
+    for _ in 0..100 {
+        let (before, coarse, after) = (now_ms(), coarse_now_ms(), now_ms());
+        assert!(
+            coarse > before - 20 && coarse <= after,
+            "coarse {coarse}, wall {before}..{after}"
+        );
+    }
 }
