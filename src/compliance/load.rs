@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use toml::{Table, Value};
 
-use super::{now_ms, Compliance, Control, Controls, Slot, Source, Standard, PAIRS};
+use super::{now_ms, Compliance, Control, Controls, FilterTable, Slot, Source, Standard, PAIRS};
 use crate::config::ComplianceMode;
 use crate::event::{Category, LogType, ALL_PAIRS};
 use crate::metrics as m;
@@ -236,8 +236,6 @@ pub(super) fn build(src: &str, mode: ComplianceMode) -> Result<Compliance, LoadE
         started_ms: now_ms(),
     })
 }
-
-type FilterTable = HashMap<Box<str>, Box<[Option<u32>; PAIRS]>>;
 
 impl Builder {
     fn standards_and_controls(&mut self, controls: Table, meta: &Table) {

@@ -27,6 +27,11 @@ pub use load::{LoadError, Problem};
 
 /// Index of a (log type, category) pair in [`ALL_PAIRS`].
 type Pair = usize;
+
+/// Registered filters by id or by name: the slot per pair. Probed with every event's filter id
+/// and name, so with foldhash (seeded per process) rather than SipHash; only the mapping file
+/// inserts keys, so an event cannot grow it.
+type FilterTable = HashMap<Box<str>, Box<[Option<u32>; PAIRS]>, foldhash::fast::RandomState>;
 const PAIRS: usize = ALL_PAIRS.len();
 
 /// The controls one event is evidence for, with their wire forms formatted once at load.
@@ -163,8 +168,8 @@ pub struct Compliance {
     slots: Vec<Slot>,
     /// Category default per pair (`mode = "all"`, and the base of registered filters).
     defaults: [Option<u32>; PAIRS],
-    by_id: HashMap<Box<str>, Box<[Option<u32>; PAIRS]>>,
-    by_name: HashMap<Box<str>, Box<[Option<u32>; PAIRS]>>,
+    by_id: FilterTable,
+    by_name: FilterTable,
     /// Events mapped to at least one control by the mappings this one replaced.
     carried_events: u64,
     started_ms: i64,
@@ -301,9 +306,8 @@ impl Compliance {
 
     fn slot(&self, ev: &Event<'_>) -> Option<u32> {
         let p = pair_of(ev);
-        let registered = |map: &HashMap<Box<str>, Box<[Option<u32>; PAIRS]>>, f| {
-            ev.text(f).and_then(|k| map.get(k)).and_then(|t| t[p])
-        };
+        let registered =
+            |map: &FilterTable, f| ev.text(f).and_then(|k| map.get(k)).and_then(|t| t[p]);
         registered(&self.by_id, Field::FilterId)
             .or_else(|| registered(&self.by_name, Field::FilterName))
             .or_else(|| match self.mode {
