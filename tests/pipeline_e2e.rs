@@ -455,14 +455,7 @@ async fn a_stop_during_a_backlog_ends_consuming_at_once() {
     let brokers = kafka.bootstrap_servers();
     let recv = Receiver::tcp(Split::OctetCounting).await.unwrap();
     let total = 20_000u64;
-    // Large record batches: each fetch brings thousands of events, so the consumer's queue is
-    // mostly ahead of the pipeline.
-    produce_lingering(&brokers, &samples(0..total), 1000).await;
-    let highs = assert_nothing_deleted(&brokers);
-    assert_eq!(highs.values().sum::<i64>() as u64, total);
-    let toml = base_toml(&brokers, "stop-in-backlog")
-        .replace("[forwarder]\n", "[forwarder]\nqueue_events = 256\n")
-        + &dest("siem", recv.addr());
+    let toml = backlog_config(&brokers, "stop-in-backlog", total, recv.addr()).await;
     let at_stop = std::sync::atomic::AtomicUsize::new(0);
     run_until(config(&toml), async {
         recv.wait_for(1000, Duration::from_secs(60)).await;

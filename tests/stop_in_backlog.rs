@@ -17,15 +17,9 @@ async fn a_stop_signal_during_a_backlog_is_seen_at_once() {
     let brokers = kafka.bootstrap_servers();
     let recv = Arc::new(Receiver::tcp(Split::OctetCounting).await.unwrap());
     let total = 20_000u64;
-    // Large record batches: the consumer's queue stays ahead of the pipeline.
-    produce_lingering(&brokers, &samples(0..total), 1000).await;
-    let highs = assert_nothing_deleted(&brokers);
-    assert_eq!(highs.values().sum::<i64>() as u64, total);
-    let toml = base_toml(&brokers, "signal-in-backlog")
-        .replace("[forwarder]\n", "[forwarder]\nqueue_events = 256\n")
-        + &dest("siem", recv.addr());
+    let toml = backlog_config(&brokers, "signal-in-backlog", total, recv.addr()).await;
 
-    // The signal: a task of its own, as `shutdown::on_signal` spawns.
+    // The signal: a task of its own, as `shutdown::on_signal` spawns one.
     let stop = tokio_util::sync::CancellationToken::new();
     let signal = tokio::spawn({
         let (stop, recv) = (stop.clone(), Arc::clone(&recv));

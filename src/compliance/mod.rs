@@ -5,7 +5,7 @@
 //! forms (`std:id,id;std:id` and the SD parameters) are formatted once. [`Compliance::lookup`]
 //! is two hash probes by `&str`, one counter and one time stored on the slot it lands on: it
 //! never allocates. The per-control, per-standard and overall totals follow from the slots'
-//! counts (a slot's controls are fixed), so they are summed when read ([`Totals`]) instead of
+//! counts (a slot's controls are fixed), so they are summed when read (`Totals`) instead of
 //! counted per event: an event maps to a dozen controls, and counting each cost 200 ns an
 //! event (measured) against a few for the slot.
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use plura_forwarder::config::{self, Config};
@@ -127,6 +128,17 @@ pub async fn produce_raw(brokers: &str, topic: &str, payloads: &[&[u8]]) {
         .await
         .expect("produced");
     }
+}
+
+/// A long backlog: `total` sample events produced in large record batches (each fetch brings
+/// thousands, so the consumer's queue stays ahead of the pipeline), all checked still in Kafka.
+/// Returns the config of `group` forwarding them to `to` through a 256-event queue.
+pub async fn backlog_config(brokers: &str, group: &str, total: u64, to: SocketAddr) -> String {
+    produce_lingering(brokers, &samples(0..total), 1000).await;
+    let highs = assert_nothing_deleted(brokers);
+    assert_eq!(highs.values().sum::<i64>() as u64, total);
+    base_toml(brokers, group).replace("[forwarder]\n", "[forwarder]\nqueue_events = 256\n")
+        + &dest("siem", to)
 }
 
 /// Runs the pipeline until `until` resolves, then stops it and waits for the drain.
