@@ -6,8 +6,8 @@
 //! is two hash probes by `&str`, one counter and one time stored on the slot it lands on: it
 //! never allocates. The per-control, per-standard and overall totals follow from the slots'
 //! counts (a slot's controls are fixed), so they are summed when read (`Totals`) instead of
-//! counted per event: an event maps to a dozen controls, and counting each cost 200 ns an
-//! event (measured) against a few for the slot.
+//! counted per event: an event maps to a dozen controls, and counting each cost 242 ns a
+//! lookup (criterion) against 28 now.
 
 mod load;
 mod report;
@@ -27,12 +27,12 @@ pub use load::{LoadError, Problem};
 
 /// Index of a (log type, category) pair in [`ALL_PAIRS`].
 type Pair = usize;
+const PAIRS: usize = ALL_PAIRS.len();
 
 /// Registered filters by id or by name: the slot per pair. Probed with every event's filter id
 /// and name, so with foldhash (seeded per process) rather than SipHash; only the mapping file
 /// inserts keys, so an event cannot grow it.
 type FilterTable = HashMap<Box<str>, Box<[Option<u32>; PAIRS]>, foldhash::fast::RandomState>;
-const PAIRS: usize = ALL_PAIRS.len();
 
 /// The controls one event is evidence for, with their wire forms formatted once at load.
 #[derive(Debug)]
@@ -147,7 +147,7 @@ struct Slot {
 
 /// The running totals, summed from the slots (and what reloads carried over).
 #[derive(Debug)]
-pub(crate) struct Totals {
+struct Totals {
     /// Per control (index into the control table): hits and last seen (ms, 0 = never).
     hits: Vec<u64>,
     last_seen_ms: Vec<i64>,
@@ -245,8 +245,8 @@ impl Compliance {
         (!set.is_empty()).then_some(set)
     }
 
-    /// The controls of `ev`, counted in `compliance_hits_total` and the `/api/compliance`
-    /// totals. `None` when the event maps to nothing (in `registered` mode: its filter is not
+    /// The controls of `ev`, counted on the slot it lands on (summed into
+    /// `compliance_hits_total` and the `/api/compliance` totals when those are read). `None` when the event maps to nothing (in `registered` mode: its filter is not
     /// registered). Allocation-free.
     pub fn lookup(&self, ev: &Event<'_>) -> Option<&Controls> {
         let slot = &self.slots[self.slot(ev)? as usize];
@@ -262,7 +262,7 @@ impl Compliance {
 
     /// The running totals: this mapping's slots summed per control and per standard, plus
     /// what the mappings it replaced carried over.
-    pub(crate) fn totals(&self) -> Totals {
+    fn totals(&self) -> Totals {
         let mut t = Totals {
             hits: self.controls.iter().map(|c| c.carried_hits).collect(),
             last_seen_ms: self
@@ -289,9 +289,8 @@ impl Compliance {
                 t.standard_events[bits.trailing_zeros() as usize] += hits;
                 bits &= bits - 1;
             }
-            if !set.is_empty() {
-                t.events += hits;
-            }
+            // Only slots with controls are counted (`lookup`), so every hit is a mapped event.
+            t.events += hits;
         }
         t
     }
