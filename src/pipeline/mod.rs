@@ -5,11 +5,13 @@
 //! are done. Invalid events and messages a destination cannot take go to the dead-letter topic.
 
 pub mod dead_letter;
+pub mod decode_burst;
 pub mod park;
 mod retry;
 mod run;
 
 pub use dead_letter::{DeadLetter, Origin};
+pub use decode_burst::Decoded;
 pub use park::{ParkFlag, Parker};
 pub use run::{run, RunOptions, StartInfo};
 
@@ -304,6 +306,25 @@ impl Pipeline {
 
     /// Handles one message: waits while a destination's queue is full (backpressure).
     pub async fn handle(&mut self, input: Input<'_>, tracker: &Arc<PartitionTracker>) -> Handled {
+        let opts = self.topics.for_topic(input.topic);
+        let mut decoded = decode(input.payload.unwrap_or_default(), input.key, &opts);
+        self.handle_decoded(input, &mut decoded, tracker).await
+    }
+
+    /// Decodes a burst of ready messages into `out`, in order (see `decode_burst.rs`); each is
+    /// then handled with [`Pipeline::handle_decoded`].
+    pub fn decode_burst<'a>(&self, inputs: &[Input<'a>], out: &mut Vec<Decoded<'a>>) {
+        decode_burst::decode_all(&self.topics, inputs, out);
+    }
+
+    /// [`Pipeline::handle`] for a message decoded already (`decoded` is what decoding
+    /// `input` gave).
+    pub async fn handle_decoded<'a>(
+        &mut self,
+        input: Input<'a>,
+        decoded: &mut Decoded<'a>,
+        tracker: &Arc<PartitionTracker>,
+    ) -> Handled {
         self.since_idle = true;
         self.consumed_counter(input.topic).increment(1);
         let payload = input.payload.unwrap_or_default();
@@ -312,8 +333,7 @@ impl Pipeline {
             partition: input.partition,
             offset: input.offset,
         };
-        let opts = self.topics.for_topic(input.topic);
-        let mut event = match decode(payload, input.key, &opts) {
+        let event = match decoded {
             Ok(ev) => ev,
             Err(invalid) => {
                 let reason = invalid.reason();
@@ -334,7 +354,7 @@ impl Pipeline {
             }
         };
         event.kafka_timestamp_ms = input.timestamp_ms;
-        self.router.route(&event, &mut self.decisions);
+        self.router.route(event, &mut self.decisions);
         let routed = self
             .decisions
             .iter()
@@ -343,8 +363,8 @@ impl Pipeline {
         // Acks are taken before anything is sent so that the watermark cannot pass this event.
         tracker.dispatch_into(input.offset, routed as u32, &mut self.acks);
         let ctx = RenderContext { now_us: now_us() };
-        let controls = self.compliance.as_deref().and_then(|c| c.lookup(&event));
-        if let Some(tickets) = self.tickets.as_deref().filter(|t| t.wants(&event)) {
+        let controls = self.compliance.as_deref().and_then(|c| c.lookup(event));
+        if let Some(tickets) = self.tickets.as_deref().filter(|t| t.wants(event)) {
             // Rare (a ticket per matching event): the pairs may allocate.
             let pairs: Vec<(&str, &str)> =
                 controls.map(|c| c.pairs().collect()).unwrap_or_default();
@@ -353,7 +373,7 @@ impl Pipeline {
                 partition: input.partition,
                 offset: input.offset,
             };
-            tickets.offer(&event, at, &pairs);
+            tickets.offer(event, at, &pairs);
         }
         self.frames.iter_mut().for_each(|f| *f = None);
         for (i, decision) in self.decisions.iter().enumerate() {
@@ -374,7 +394,7 @@ impl Pipeline {
                         self.buf.reserve(64 * 1024);
                     }
                     let outcome = self.renderers[dest.renderer].render_with(
-                        &event,
+                        event,
                         &ctx,
                         controls,
                         &mut self.buf,

@@ -1,4 +1,5 @@
-//! The service loop: consume, hand each message to the pipeline, stop cleanly.
+//! The service loop: consume the messages that are ready in bursts, decode each burst, hand its
+//! events to the pipeline one by one in offset order, stop cleanly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,19 +7,19 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer};
 use std::collections::VecDeque;
-use std::future::Future as _;
 use std::pin::Pin;
 use std::task::Poll;
 
 use futures_core::Stream;
 
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::decode_burst::{recycle, recycle_inputs, BURST_MAX};
 use super::park::{self, Parker};
 use super::retry::{self, RetryFeed, RetryTarget};
-use super::{DeadLetter, Headers, Input, Pipeline, TopicOptions};
+use super::{DeadLetter, Decoded, Headers, Input, Pipeline, TopicOptions};
 use crate::ack::PartitionTracker;
 use crate::config::Config;
 use crate::event::LogType;
@@ -191,27 +192,22 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     // per message.
     let mut stream = src.consumer.stream();
     let mut since_check = SHUTDOWN_CHECK_EVERY;
+    let mut burst: Vec<BorrowedMessage<'_>> = Vec::with_capacity(BURST_MAX);
+    let mut inputs_spare: Vec<Input<'_>> = Vec::with_capacity(BURST_MAX);
+    let mut decoded_spare: Vec<Decoded<'_>> = Vec::with_capacity(BURST_MAX);
     loop {
         if let Some(m) = held.pop_front() {
             crate::malloc::release_drained(&mut held);
             let headers = m.headers().map_or(Headers::None, Headers::Owned);
             let input = input_of(&m, headers);
             let tracker = cache.get(&src.trackers, m.topic(), m.partition());
-            if handle_polling(
-                &mut pipeline,
-                input,
-                &tracker,
-                &src,
-                &opts.shutdown,
-                &mut held,
-            )
-            .await
-            {
+            let handled = pipeline.handle(input, &tracker);
+            if handle_polling(handled, &src, &opts.shutdown, &mut held).await {
                 break;
             }
             continue;
         }
-        let Some(msg) = next_or_stop(&mut stream, &opts.shutdown, &mut since_check, || {
+        let Some(first) = next_or_stop(&mut stream, &opts.shutdown, &mut since_check, || {
             // When nothing is ready the destinations stop lingering: what this burst sent
             // goes out.
             pipeline.input_paused()
@@ -220,27 +216,43 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         else {
             break;
         };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                if throttle.allow("recv").is_some() {
-                    tracing::warn!(error = %e, "Kafka consume error.");
-                }
+        // The burst: this message and those ready right after it, decoded together.
+        take_ok(first, &mut burst, &throttle);
+        let generation = src.trackers.generation();
+        // Messages taken before a poll that rebalanced: their partition may be revoked now.
+        let mut before_rebalance = 0;
+        while burst.len() < BURST_MAX && since_check < SHUTDOWN_CHECK_EVERY {
+            let Some(m) = poll_ready(&mut stream).await else {
+                break;
+            };
+            since_check += 1;
+            if src.trackers.generation() != generation {
+                before_rebalance = burst.len();
+            }
+            take_ok(m, &mut burst, &throttle);
+        }
+        let mut inputs = recycle_inputs(inputs_spare);
+        inputs.extend(burst.iter().map(|m| input_of(m, Headers::Borrowed(m))));
+        let mut decoded = recycle(decoded_spare);
+        pipeline.decode_burst(&inputs, &mut decoded);
+        let mut stopped = false;
+        for (i, (input, ev)) in inputs.drain(..).zip(decoded.iter_mut()).enumerate() {
+            // A revoked partition's events belong to its next owner, which reads them from
+            // the committed offset (handling them here would send them twice).
+            if i < before_rebalance && !src.trackers.owns(input.topic, input.partition) {
                 continue;
             }
-        };
-        let tracker = cache.get(&src.trackers, msg.topic(), msg.partition());
-        let input = input_of(&msg, Headers::Borrowed(&msg));
-        if handle_polling(
-            &mut pipeline,
-            input,
-            &tracker,
-            &src,
-            &opts.shutdown,
-            &mut held,
-        )
-        .await
-        {
+            let tracker = cache.get(&src.trackers, input.topic, input.partition);
+            let handled = pipeline.handle_decoded(input, ev, &tracker);
+            if handle_polling(handled, &src, &opts.shutdown, &mut held).await {
+                stopped = true;
+                break;
+            }
+        }
+        decoded_spare = recycle(decoded);
+        inputs_spare = recycle_inputs(inputs);
+        burst.clear();
+        if stopped {
             break;
         }
     }
@@ -338,6 +350,32 @@ const SHUTDOWN_CHECK_EVERY: u32 = 512;
 /// At most this many messages fetched before the pause took effect are kept while paused.
 const HELD_MAX: usize = 10_000;
 
+/// The next message if one is ready now, `None` otherwise (without waiting).
+async fn poll_ready<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    let ready = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_next(cx))).await;
+    match ready {
+        Poll::Ready(m) => m,
+        Poll::Pending => None,
+    }
+}
+
+/// Adds a consumed message to the burst; a consume error is logged (throttled) and skipped,
+/// as librdkafka goes on after it.
+fn take_ok<'c>(
+    m: rdkafka::error::KafkaResult<BorrowedMessage<'c>>,
+    burst: &mut Vec<BorrowedMessage<'c>>,
+    throttle: &Throttle,
+) {
+    match m {
+        Ok(m) => burst.push(m),
+        Err(e) => {
+            if throttle.allow("recv").is_some() {
+                tracing::warn!(error = %e, "Kafka consume error.");
+            }
+        }
+    }
+}
+
 fn input_of<'a, M: Message>(m: &'a M, headers: Headers<'a>) -> Input<'a> {
     Input {
         topic: m.topic(),
@@ -350,19 +388,17 @@ fn input_of<'a, M: Message>(m: &'a M, headers: Headers<'a>) -> Input<'a> {
     }
 }
 
-/// Hands one message to the pipeline. While that waits (backpressure) for longer than
+/// Waits for the pipeline to take one message (`handled`, from [`Pipeline::handle`] or
+/// [`Pipeline::handle_decoded`]). While that waits (backpressure) for longer than
 /// [`PAUSE_AFTER`], the consumer's partitions are paused and it keeps being polled; messages
 /// it still returns are kept in `held`. Returns `true` when shutdown interrupted the wait: the
 /// event in hand stays uncommitted and is redelivered.
 async fn handle_polling(
-    pipeline: &mut Pipeline,
-    input: Input<'_>,
-    tracker: &Arc<PartitionTracker>,
+    handled: impl std::future::Future<Output = super::Handled>,
     src: &KafkaSource,
     shutdown: &CancellationToken,
     held: &mut VecDeque<OwnedMessage>,
 ) -> bool {
-    let handled = pipeline.handle(input, tracker);
     tokio::pin!(handled);
     // Most events are handed over without waiting: no timer or select for them (creating the
     // pause timer read the clock once per event).

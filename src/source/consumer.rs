@@ -116,6 +116,11 @@ impl Trackers {
         self.joined.load(Ordering::Acquire)
     }
 
+    /// Whether the partition is assigned to this consumer now.
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.lock().contains_key(&(topic.to_owned(), partition))
+    }
+
     /// The tracker for a partition, created when a message arrives before the assign callback
     /// was seen.
     pub fn get(&self, topic: &str, partition: i32) -> Arc<PartitionTracker> {
