@@ -218,7 +218,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         };
         // The burst: this message and those ready right after it, decoded together.
         take_ok(first, &mut burst, &throttle);
-        let generation = src.trackers.generation();
+        let mut generation = src.trackers.generation();
         // Messages taken before a poll that rebalanced: their partition may be revoked now.
         let mut before_rebalance = 0;
         while burst.len() < BURST_MAX && since_check < SHUTDOWN_CHECK_EVERY {
@@ -226,8 +226,9 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
                 break;
             };
             since_check += 1;
-            if src.trackers.generation() != generation {
-                before_rebalance = burst.len();
+            let now = src.trackers.generation();
+            if now != generation {
+                (before_rebalance, generation) = (burst.len(), now);
             }
             take_ok(m, &mut burst, &throttle);
         }
@@ -238,8 +239,10 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         let mut stopped = false;
         for (i, (input, ev)) in inputs.drain(..).zip(decoded.iter_mut()).enumerate() {
             // A revoked partition's events belong to its next owner, which reads them from
-            // the committed offset (handling them here would send them twice).
-            if i < before_rebalance && !src.trackers.owns(input.topic, input.partition) {
+            // the committed offset (handling them here would send them twice). The assignment
+            // can also change while a paused consumer is polled (`handle_polling`).
+            let stale = i < before_rebalance || src.trackers.generation() != generation;
+            if stale && !src.trackers.owns(input.topic, input.partition) {
                 continue;
             }
             let tracker = cache.get(&src.trackers, input.topic, input.partition);
