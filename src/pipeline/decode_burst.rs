@@ -21,10 +21,14 @@ pub const BURST_MAX: usize = 64;
 /// Decodes `inputs` into `out` (emptied first), in the same order.
 pub fn decode_all<'a>(topics: &TopicOptions, inputs: &[Input<'a>], out: &mut Vec<Decoded<'a>>) {
     out.clear();
-    out.extend(inputs.iter().map(|input| {
-        let opts = topics.for_topic(input.topic);
-        decode(input.payload.unwrap_or_default(), input.key, &opts)
-    }));
+    out.extend(inputs.iter().map(|input| decode_one(topics, input)));
+}
+
+/// Decodes one message with its topic's options (a tombstone is an empty payload).
+#[inline]
+pub fn decode_one<'a>(topics: &TopicOptions, input: &Input<'a>) -> Decoded<'a> {
+    let opts = topics.for_topic(input.topic);
+    decode(input.payload.unwrap_or_default(), input.key, &opts)
 }
 
 /// An empty vector on `v`'s allocation for the borrows of the next burst (an in-place collect

@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use metrics::Counter;
 
 use crate::ack::{Ack, PartitionTracker};
-use crate::event::{decode, DecodeOptions};
+use crate::event::DecodeOptions;
 use crate::metrics as m;
 use crate::render::{RenderContext, Rendered, Renderer};
 use crate::route::{Decision, Router};
@@ -306,8 +306,7 @@ impl Pipeline {
 
     /// Handles one message: waits while a destination's queue is full (backpressure).
     pub async fn handle(&mut self, input: Input<'_>, tracker: &Arc<PartitionTracker>) -> Handled {
-        let opts = self.topics.for_topic(input.topic);
-        let mut decoded = decode(input.payload.unwrap_or_default(), input.key, &opts);
+        let mut decoded = decode_burst::decode_one(&self.topics, &input);
         self.handle_decoded(input, &mut decoded, tracker).await
     }
 

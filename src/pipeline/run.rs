@@ -222,7 +222,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         // Messages taken before a poll that rebalanced: their partition may be revoked now.
         let mut before_rebalance = 0;
         while burst.len() < BURST_MAX && since_check < SHUTDOWN_CHECK_EVERY {
-            let Some(m) = poll_ready(&mut stream).await else {
+            let Poll::Ready(Some(m)) = poll_now(&mut stream).await else {
                 break;
             };
             since_check += 1;
@@ -304,7 +304,7 @@ async fn next_or_stop<S: Stream + Unpin>(
     since_check: &mut u32,
     mut on_empty: impl FnMut(),
 ) -> Option<S::Item> {
-    let ready = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_next(cx))).await;
+    let ready = poll_now(stream).await;
     match ready {
         Poll::Ready(m) if *since_check < SHUTDOWN_CHECK_EVERY => {
             *since_check += 1;
@@ -353,13 +353,9 @@ const SHUTDOWN_CHECK_EVERY: u32 = 512;
 /// At most this many messages fetched before the pause took effect are kept while paused.
 const HELD_MAX: usize = 10_000;
 
-/// The next message if one is ready now, `None` otherwise (without waiting).
-async fn poll_ready<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
-    let ready = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_next(cx))).await;
-    match ready {
-        Poll::Ready(m) => m,
-        Poll::Pending => None,
-    }
+/// One poll of the stream, without waiting: `Pending` when no message is ready now.
+async fn poll_now<S: Stream + Unpin>(stream: &mut S) -> Poll<Option<S::Item>> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_next(cx))).await
 }
 
 /// Adds a consumed message to the burst; a consume error is logged (throttled) and skipped,
