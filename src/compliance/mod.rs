@@ -246,8 +246,9 @@ impl Compliance {
     }
 
     /// The controls of `ev`, counted on the slot it lands on (summed into
-    /// `compliance_hits_total` and the `/api/compliance` totals when those are read). `None` when the event maps to nothing (in `registered` mode: its filter is not
-    /// registered). Allocation-free.
+    /// `compliance_hits_total` and the `/api/compliance` totals when those are read). `None`
+    /// when the event maps to nothing (in `registered` mode: its filter is not registered).
+    /// Allocation-free.
     pub fn lookup(&self, ev: &Event<'_>) -> Option<&Controls> {
         let slot = &self.slots[self.slot(ev)? as usize];
         let set = &self.sets[slot.set as usize];
