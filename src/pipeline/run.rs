@@ -187,7 +187,10 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let throttle = Throttle::new(Duration::from_secs(60));
     let mut cache = TrackerCache::default();
     // Messages that arrived while the consumer was paused; handled first, in order.
-    let mut held: VecDeque<OwnedMessage> = VecDeque::new();
+    let mut held: VecDeque<Held> = VecDeque::new();
+    // Held messages of partitions revoked meanwhile, left to their next owner (logged once the
+    // queue is drained).
+    let mut held_revoked = 0usize;
     // One stream for the whole loop: `recv` registers and removes a waker slot (a lock each)
     // per message.
     let mut stream = src.consumer.stream();
@@ -196,11 +199,27 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut inputs_spare: Vec<Input<'_>> = Vec::with_capacity(BURST_MAX);
     let mut decoded_spare: Vec<Decoded<'_>> = Vec::with_capacity(BURST_MAX);
     loop {
-        if let Some(m) = held.pop_front() {
+        if let Some((m, at_hold)) = held.pop_front() {
             crate::malloc::release_drained(&mut held);
+            let tracker = match at_hold {
+                None => Some(cache.get(&src.trackers, m.topic(), m.partition())),
+                Some(then) => src.trackers.still(m.topic(), m.partition(), &then),
+            };
+            // Revoked (perhaps assigned again) while held: whoever reads the partition next
+            // starts at its committed offset, before this message; handling it here too would
+            // send it twice.
+            held_revoked += usize::from(tracker.is_none());
+            if held.is_empty() && held_revoked > 0 {
+                tracing::info!(
+                    messages = std::mem::take(&mut held_revoked),
+                    "Held messages of revoked partitions left to their new owner."
+                );
+            }
+            let Some(tracker) = tracker else {
+                continue;
+            };
             let headers = m.headers().map_or(Headers::None, Headers::Owned);
             let input = input_of(&m, headers);
-            let tracker = cache.get(&src.trackers, m.topic(), m.partition());
             let handled = pipeline.handle(input, &tracker);
             if handle_polling(handled, &src, &opts.shutdown, &mut held).await {
                 break;
@@ -353,6 +372,10 @@ const SHUTDOWN_CHECK_EVERY: u32 = 512;
 /// At most this many messages fetched before the pause took effect are kept while paused.
 const HELD_MAX: usize = 10_000;
 
+/// A message polled while the consumer was paused, with its partition's tracker at that
+/// moment (`None` when the assignment had not been seen yet).
+type Held = (OwnedMessage, Option<Arc<PartitionTracker>>);
+
 /// One poll of the stream, without waiting: `Pending` when no message is ready now.
 async fn poll_now<S: Stream + Unpin>(stream: &mut S) -> Poll<Option<S::Item>> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_next(cx))).await
@@ -396,7 +419,7 @@ async fn handle_polling(
     handled: impl std::future::Future<Output = super::Handled>,
     src: &KafkaSource,
     shutdown: &CancellationToken,
-    held: &mut VecDeque<OwnedMessage>,
+    held: &mut VecDeque<Held>,
 ) -> bool {
     tokio::pin!(handled);
     // Most events are handed over without waiting: no timer or select for them (creating the
@@ -418,7 +441,8 @@ async fn handle_polling(
             }
             m = src.consumer.recv(), if paused.is_some() && held.len() < HELD_MAX => {
                 if let Ok(m) = m {
-                    held.push_back(m.detach());
+                    let tracker = src.trackers.current(m.topic(), m.partition());
+                    held.push_back((m.detach(), tracker));
                 }
             }
         }

@@ -121,6 +121,24 @@ impl Trackers {
         self.lock().contains_key(&(topic.to_owned(), partition))
     }
 
+    /// The tracker of a partition assigned now, without creating one.
+    pub fn current(&self, topic: &str, partition: i32) -> Option<Arc<PartitionTracker>> {
+        self.lock().get(&(topic.to_owned(), partition)).cloned()
+    }
+
+    /// The partition's tracker if it is still `then`, i.e. the partition stayed assigned since
+    /// `then` was current. Revoked, or revoked and assigned again (a new tracker, reading from
+    /// the committed offset), gives `None`.
+    pub fn still(
+        &self,
+        topic: &str,
+        partition: i32,
+        then: &Arc<PartitionTracker>,
+    ) -> Option<Arc<PartitionTracker>> {
+        self.current(topic, partition)
+            .filter(|now| Arc::ptr_eq(then, now))
+    }
+
     /// The tracker for a partition, created when a message arrives before the assign callback
     /// was seen.
     pub fn get(&self, topic: &str, partition: i32) -> Arc<PartitionTracker> {
@@ -418,5 +436,33 @@ mod tests {
         let c = consumer_config("127.0.0.1:9092", "g", 250, &props);
         assert_eq!(c.get("queued.min.messages"), Some("50000"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+    }
+
+    /// A tracker taken before a rebalance is still good only if its partition stayed assigned
+    /// throughout: a revoke, or a revoke and a new assign, both end it.
+    #[test]
+    fn a_tracker_is_still_current_only_while_its_partition_stays_assigned() {
+        let t = Trackers::default();
+        let mut both = TopicPartitionList::new();
+        both.add_partition("events", 0);
+        both.add_partition("events", 1);
+        let mut one = TopicPartitionList::new();
+        one.add_partition("events", 1);
+        t.assign(&both);
+        let p0 = t.current("events", 0).expect("assigned");
+        let p1 = t.current("events", 1).expect("assigned");
+        assert!(t.still("events", 0, &p0).is_some());
+        // Partition 1 moves away and comes back: a new tracker, no longer "still".
+        t.revoke(&one);
+        assert!(t.current("events", 1).is_none());
+        assert!(t.still("events", 1, &p1).is_none());
+        t.assign(&one);
+        assert!(t.owns("events", 1));
+        assert!(t.still("events", 1, &p1).is_none());
+        // Partition 0 was not touched by either rebalance (cooperative).
+        assert!(t
+            .still("events", 0, &p0)
+            .is_some_and(|now| Arc::ptr_eq(&now, &p0)));
+        assert!(t.still("other", 0, &p0).is_none());
     }
 }
