@@ -87,6 +87,20 @@ pub fn decode<'a>(
     key: Option<&'a [u8]>,
     opts: &DecodeOptions,
 ) -> Result<Event<'a>, Invalid> {
+    let mut ev = Event::new(LogType::Detect, Category::Host);
+    decode_into(payload, key, opts, &mut ev)?;
+    Ok(ev)
+}
+
+/// As [`decode`], into `ev`, an event as [`Event::new`] makes it (its classification is
+/// overwritten). An event is about 1 KB: filled where it is kept, it is not copied on the
+/// way there (returned by value it was copied twice, 5 % of the consume thread).
+pub fn decode_into<'a>(
+    payload: &'a [u8],
+    key: Option<&'a [u8]>,
+    opts: &DecodeOptions,
+    ev: &mut Event<'a>,
+) -> Result<(), Invalid> {
     if payload.len() > opts.max_event_bytes {
         return Err(Invalid::TooLarge {
             len: payload.len(),
@@ -111,14 +125,11 @@ pub fn decode<'a>(
             }));
         }
     };
-    // Filled in place: an event is about 1.4 KB, and each move of it by value was a memcpy.
-    let mut ev = Event::new(LogType::Detect, Category::Host);
-    members(&mut ev, text, opts.raw_log).map_err(|e| match e {
+    members(ev, text, opts.raw_log).map_err(|e| match e {
         Failure::WrongType(f) => Invalid::WrongType(f.name()),
         Failure::Syntax(e) => not_json(text, e),
     })?;
-    classify(&mut ev, key, opts)?;
-    Ok(ev)
+    classify(ev, key, opts)
 }
 
 fn classify<'a>(

@@ -11,7 +11,7 @@ mod json_str;
 mod scan;
 
 pub use classify::{Category, LogType, ALL_PAIRS};
-pub use decode::{decode, DecodeOptions, Invalid};
+pub use decode::{decode, decode_into, DecodeOptions, Invalid};
 pub use field::Field;
 
 use std::borrow::Cow;

@@ -9,7 +9,7 @@
 //! (instruction cache, branch prediction) are not available in this VM.
 
 use super::{Input, TopicOptions};
-use crate::event::{decode, Event, Invalid};
+use crate::event::{decode, decode_into, Category, Event, Invalid, LogType};
 
 /// A decoded message: the event, or why it is not one.
 pub type Decoded<'a> = Result<Event<'a>, Invalid>;
@@ -18,10 +18,22 @@ pub type Decoded<'a> = Result<Event<'a>, Invalid>;
 /// burst holds about 90 KB, and the first of them waits for 63 decodes at most.
 pub const BURST_MAX: usize = 64;
 
-/// Decodes `inputs` into `out` (emptied first), in the same order.
+/// Decodes `inputs` into `out` (emptied first), in the same order. Each event is decoded
+/// where it is kept ([`decode_into`]); `resize_with` makes the empty events in place, where
+/// `push` built each on the stack and copied it.
 pub fn decode_all<'a>(topics: &TopicOptions, inputs: &[Input<'a>], out: &mut Vec<Decoded<'a>>) {
     out.clear();
-    out.extend(inputs.iter().map(|input| decode_one(topics, input)));
+    out.resize_with(inputs.len(), || {
+        Ok(Event::new(LogType::Detect, Category::Host))
+    });
+    for (input, slot) in inputs.iter().zip(out.iter_mut()) {
+        let Ok(ev) = slot else { continue };
+        let opts = topics.for_topic(input.topic);
+        let payload = input.payload.unwrap_or_default();
+        if let Err(invalid) = decode_into(payload, input.key, &opts, ev) {
+            *slot = Err(invalid);
+        }
+    }
 }
 
 /// Decodes one message with its topic's options (a tombstone is an empty payload).
