@@ -77,7 +77,35 @@ fn decode_vs_serde(c: &mut Criterion) {
     g.bench_function("web_detect/serde_json_value", |b| {
         b.iter(|| black_box(serde_json::from_slice::<serde_json::Value>(black_box(WEB)).is_ok()))
     });
+    // The load harness's events (all 24 log type / category pairs, 650-1500 bytes), decoded as
+    // its product runs them: no destination wants the raw log.
+    let mix = harness_events(1000);
+    let skip_raw = DecodeOptions {
+        raw_log: false,
+        ..DecodeOptions::default()
+    };
+    g.throughput(Throughput::Elements(mix.len() as u64));
+    g.bench_function("harness_mix_1000/plura", |b| {
+        b.iter(|| {
+            for p in &mix {
+                black_box(decode(black_box(p), None, &skip_raw).is_ok());
+            }
+        })
+    });
     g.finish();
+}
+
+/// The first `n` events of `plura-forwarder bench`, as it produces them (`bench/mod.rs`).
+fn harness_events(n: u64) -> Vec<Vec<u8>> {
+    use plura_forwarder::event::ALL_PAIRS;
+    (0..n)
+        .map(|seq| {
+            let (t, c) = ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize];
+            let pad = ((seq * 7919) % 900) as usize;
+            let v = plura_forwarder::sample::event(t, c, seq, pad);
+            serde_json::to_vec(&v).expect("sample serializes")
+        })
+        .collect()
 }
 
 /// The compliance lookup done for every event (counters and `last_seen`), next to one read of
