@@ -95,17 +95,9 @@ fn decode_vs_serde(c: &mut Criterion) {
     g.finish();
 }
 
-/// The first `n` events of `plura-forwarder bench`, as it produces them (`bench/mod.rs`).
+/// The first `n` events of `plura-forwarder bench`, as it produces them.
 fn harness_events(n: u64) -> Vec<Vec<u8>> {
-    use plura_forwarder::event::ALL_PAIRS;
-    (0..n)
-        .map(|seq| {
-            let (t, c) = ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize];
-            let pad = ((seq * 7919) % 900) as usize;
-            let v = plura_forwarder::sample::event(t, c, seq, pad);
-            serde_json::to_vec(&v).expect("sample serializes")
-        })
-        .collect()
+    (0..n).map(plura_forwarder::sample::harness_event).collect()
 }
 
 /// The compliance lookup done for every event (counters and `last_seen`), next to one read of

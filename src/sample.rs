@@ -147,10 +147,37 @@ pub fn events(n: usize, pad: usize) -> impl Iterator<Item = (u64, Value)> {
     })
 }
 
+/// Event `seq` of the load harness (`bench`), as JSON: it cycles through all pairs and spreads
+/// raw-log sizes deterministically: 422 to 1,640 bytes, 945 on average. The criterion
+/// benches decode the same events.
+pub fn harness_event(seq: u64) -> Vec<u8> {
+    let (t, c) = ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize];
+    let pad = ((seq * 7919) % 900) as usize;
+    // `Value`'s `Display` is its compact JSON, the same bytes as `serde_json::to_vec`, and
+    // cannot fail: a `Value`'s map keys are always strings.
+    event(t, c, seq, pad).to_string().into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{decode, DecodeOptions};
+
+    #[test]
+    fn harness_events_are_compact_json_of_about_400_to_1700_bytes() {
+        let mut sizes = Vec::new();
+        for seq in 0..2400 {
+            let bytes = harness_event(seq);
+            let (t, c) = ALL_PAIRS[(seq % 24) as usize];
+            let pad = ((seq * 7919) % 900) as usize;
+            assert_eq!(bytes, serde_json::to_vec(&event(t, c, seq, pad)).unwrap());
+            sizes.push(bytes.len());
+        }
+        let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+        let mean = sizes.iter().sum::<usize>() / sizes.len();
+        assert!(*min >= 400 && *max <= 1700, "sizes {min}..{max}");
+        assert!((900..1000).contains(&mean), "mean {mean}");
+    }
 
     #[test]
     fn every_sample_decodes_to_its_pair() {

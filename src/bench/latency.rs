@@ -8,7 +8,6 @@ use rdkafka::ClientConfig;
 
 use super::measure::{http_get, machine_ticks, ready_product, stop};
 
-use crate::event::ALL_PAIRS;
 use crate::receiver::{Receiver, Split};
 use crate::sample;
 
@@ -152,13 +151,7 @@ pub(super) async fn produce_live(
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "2000000")
         .create_with_context(AckTimes::default())?;
-    let payloads: Vec<Vec<u8>> = (0..240u64)
-        .map(|seq| {
-            let (t, c) = ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize];
-            serde_json::to_vec(&sample::event(t, c, seq, ((seq * 7919) % 900) as usize))
-                .unwrap_or_default()
-        })
-        .collect();
+    let payloads: Vec<Vec<u8>> = (0..240u64).map(sample::harness_event).collect();
     // 100 ticks a second, each producing its share; a tick that runs late catches up.
     let start = Instant::now();
     let total = rate * secs;

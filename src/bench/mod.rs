@@ -26,7 +26,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use crate::event::ALL_PAIRS;
 use crate::sample;
 use crate::source::embedded::EmbeddedKafka;
 use measure::{Sample, Scenario};
@@ -197,7 +196,7 @@ async fn run_baseline_worker(spec: &str) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || baseline::run(&brokers, &group, &topic, addr, udp)).await?
 }
 
-/// Produces `n` sample events of 300–1500 B cycling through all pairs; returns the bytes.
+/// Produces the harness's first `n` events ([`sample::harness_event`]); returns the bytes.
 async fn produce(brokers: &str, n: u64) -> anyhow::Result<u64> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -208,10 +207,7 @@ async fn produce(brokers: &str, n: u64) -> anyhow::Result<u64> {
     let mut bytes = 0u64;
     let mut pending = Vec::with_capacity(10_000);
     for seq in 0..n {
-        let (t, c) = ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize];
-        // A deterministic spread of raw-log sizes: events of about 650 to 1500 bytes.
-        let pad = ((seq * 7919) % 900) as usize;
-        let payload = serde_json::to_vec(&sample::event(t, c, seq, pad))?;
+        let payload = sample::harness_event(seq);
         bytes += payload.len() as u64;
         // Keyed by event, not by group, so that the events spread over every partition.
         let key = seq.to_le_bytes();
