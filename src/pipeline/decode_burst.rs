@@ -14,8 +14,8 @@ use crate::event::{decode, decode_into, Category, Event, Invalid, LogType};
 /// A decoded message: the event, or why it is not one.
 pub type Decoded<'a> = Result<Event<'a>, Invalid>;
 
-/// At most this many ready messages are decoded together: an event is about 1.4 KB, so a
-/// burst holds about 90 KB, and the first of them waits for 63 decodes at most.
+/// At most this many ready messages are decoded together: an event is 1,080 bytes, so a
+/// burst holds about 69 KB, and the first of them waits for 63 decodes at most.
 pub const BURST_MAX: usize = 64;
 
 /// Decodes `inputs` into `out` (emptied first), in the same order. Each event is decoded
