@@ -188,14 +188,15 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut cache = TrackerCache::default();
     // Messages that arrived while the consumer was paused; handled first, in order.
     let mut held: VecDeque<Held> = VecDeque::new();
-    // Held messages of partitions revoked meanwhile, left to their next owner (logged once the
-    // queue is drained).
-    let mut held_revoked = 0usize;
+    // Messages of partitions revoked since they were taken, left to their next owner (logged
+    // once no held message is left).
+    let mut revoked_skipped = 0usize;
     // One stream for the whole loop: `recv` registers and removes a waker slot (a lock each)
     // per message.
     let mut stream = src.consumer.stream();
     let mut since_check = SHUTDOWN_CHECK_EVERY;
-    let mut burst: Vec<BorrowedMessage<'_>> = Vec::with_capacity(BURST_MAX);
+    let mut burst: Vec<(BorrowedMessage<'_>, Arc<PartitionTracker>)> =
+        Vec::with_capacity(BURST_MAX);
     let mut inputs_spare: Vec<Input<'_>> = Vec::with_capacity(BURST_MAX);
     let mut decoded_spare: Vec<Decoded<'_>> = Vec::with_capacity(BURST_MAX);
     loop {
@@ -208,11 +209,11 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             // Revoked (perhaps assigned again) while held: whoever reads the partition next
             // starts at its committed offset, before this message; handling it here too would
             // send it twice.
-            held_revoked += usize::from(tracker.is_none());
-            if held.is_empty() && held_revoked > 0 {
+            revoked_skipped += usize::from(tracker.is_none());
+            if held.is_empty() && revoked_skipped > 0 {
                 tracing::info!(
-                    messages = std::mem::take(&mut held_revoked),
-                    "Held messages of revoked partitions left to their new owner."
+                    messages = std::mem::take(&mut revoked_skipped),
+                    "Messages of revoked partitions left to their new owner."
                 );
             }
             let Some(tracker) = tracker else {
@@ -235,41 +236,43 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         else {
             break;
         };
-        // The burst: this message and those ready right after it, decoded together.
-        take_ok(first, &mut burst, &throttle);
-        let mut generation = src.trackers.generation();
-        // Messages taken before a poll that rebalanced: their partition may be revoked now.
-        let mut before_rebalance = 0;
+        // The burst: this message and those ready right after it, decoded together, each with
+        // its partition's tracker when it was taken. A rebalance from here on shows as a new
+        // generation.
+        let generation = src.trackers.generation();
+        take_ok(first, &mut burst, &mut cache, &src.trackers, &throttle);
         while burst.len() < BURST_MAX && since_check < SHUTDOWN_CHECK_EVERY {
             let Poll::Ready(Some(m)) = poll_now(&mut stream).await else {
                 break;
             };
             since_check += 1;
-            let now = src.trackers.generation();
-            if now != generation {
-                (before_rebalance, generation) = (burst.len(), now);
-            }
-            take_ok(m, &mut burst, &throttle);
+            take_ok(m, &mut burst, &mut cache, &src.trackers, &throttle);
         }
         let mut inputs = recycle_inputs(inputs_spare);
-        inputs.extend(burst.iter().map(|m| input_of(m, Headers::Borrowed(m))));
+        inputs.extend(burst.iter().map(|(m, _)| input_of(m, Headers::Borrowed(m))));
         let mut decoded = recycle(decoded_spare);
         pipeline.decode_burst(&inputs, &mut decoded);
         let mut stopped = false;
-        for (i, (input, ev)) in inputs.drain(..).zip(decoded.iter_mut()).enumerate() {
-            // A revoked partition's events belong to its next owner, which reads them from
-            // the committed offset (handling them here would send them twice). The assignment
-            // can also change while a paused consumer is polled (`handle_polling`).
-            let stale = i < before_rebalance || src.trackers.generation() != generation;
-            if stale && !src.trackers.owns(input.topic, input.partition) {
+        for ((input, ev), (_, tracker)) in inputs.drain(..).zip(decoded.iter_mut()).zip(&burst) {
+            // The partition may have been revoked since its message was taken, during the
+            // polls above or while a paused consumer is polled (`handle_polling`), perhaps
+            // assigned again: its messages belong to whoever reads it next, from the committed
+            // offset. Handling one here would send it twice.
+            if !src.trackers.kept_since(generation, tracker) {
+                revoked_skipped += 1;
                 continue;
             }
-            let tracker = cache.get(&src.trackers, input.topic, input.partition);
-            let handled = pipeline.handle_decoded(input, ev, &tracker);
+            let handled = pipeline.handle_decoded(input, ev, tracker);
             if handle_polling(handled, &src, &opts.shutdown, &mut held).await {
                 stopped = true;
                 break;
             }
+        }
+        if revoked_skipped > 0 && held.is_empty() {
+            tracing::info!(
+                messages = std::mem::take(&mut revoked_skipped),
+                "Messages of revoked partitions left to their new owner."
+            );
         }
         decoded_spare = recycle(decoded);
         inputs_spare = recycle_inputs(inputs);
@@ -381,15 +384,20 @@ async fn poll_now<S: Stream + Unpin>(stream: &mut S) -> Poll<Option<S::Item>> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_next(cx))).await
 }
 
-/// Adds a consumed message to the burst; a consume error is logged (throttled) and skipped,
-/// as librdkafka goes on after it.
+/// Adds a consumed message to the burst, with its partition's tracker now; a consume error is
+/// logged (throttled) and skipped, as librdkafka goes on after it.
 fn take_ok<'c>(
     m: rdkafka::error::KafkaResult<BorrowedMessage<'c>>,
-    burst: &mut Vec<BorrowedMessage<'c>>,
+    burst: &mut Vec<(BorrowedMessage<'c>, Arc<PartitionTracker>)>,
+    cache: &mut TrackerCache,
+    trackers: &Trackers,
     throttle: &Throttle,
 ) {
     match m {
-        Ok(m) => burst.push(m),
+        Ok(m) => {
+            let tracker = cache.get(trackers, m.topic(), m.partition());
+            burst.push((m, tracker));
+        }
         Err(e) => {
             if throttle.allow("recv").is_some() {
                 tracing::warn!(error = %e, "Kafka consume error.");

@@ -139,6 +139,12 @@ impl Trackers {
             .filter(|now| Arc::ptr_eq(then, now))
     }
 
+    /// Whether `then`, a partition's tracker taken when the generation was `since` or later, is
+    /// still its tracker: no rebalance since (one atomic load), or none that touched it.
+    pub fn kept_since(&self, since: u64, then: &Arc<PartitionTracker>) -> bool {
+        self.generation() == since || self.still(then.topic(), then.partition(), then).is_some()
+    }
+
     /// The tracker for a partition, created when a message arrives before the assign callback
     /// was seen.
     pub fn get(&self, topic: &str, partition: i32) -> Arc<PartitionTracker> {
@@ -464,5 +470,32 @@ mod tests {
             .still("events", 0, &p0)
             .is_some_and(|now| Arc::ptr_eq(&now, &p0)));
         assert!(t.still("other", 0, &p0).is_none());
+    }
+
+    /// A burst's tracker is trusted without a lookup while no rebalance happened; after one,
+    /// only if its partition was left alone.
+    #[test]
+    fn a_tracker_is_kept_since_a_generation_unless_its_partition_moved() {
+        let t = Trackers::default();
+        let mut both = TopicPartitionList::new();
+        both.add_partition("events", 0);
+        both.add_partition("events", 1);
+        let mut one = TopicPartitionList::new();
+        one.add_partition("events", 1);
+        t.assign(&both);
+        let since = t.generation();
+        let (p0, p1) = (t.get("events", 0), t.get("events", 1));
+        assert!(t.kept_since(since, &p0) && t.kept_since(since, &p1));
+        // Partition 1 is revoked and assigned again: a new tracker, reading from the committed
+        // offset; partition 0 stays.
+        t.revoke(&one);
+        t.assign(&one);
+        assert_ne!(t.generation(), since);
+        assert!(t.kept_since(since, &p0));
+        assert!(!t.kept_since(since, &p1), "revoked and assigned again");
+        let p1_new = t.get("events", 1);
+        assert!(t.kept_since(since, &p1_new), "taken after the rebalance");
+        t.revoke(&one);
+        assert!(!t.kept_since(since, &p1_new), "revoked");
     }
 }
