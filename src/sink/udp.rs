@@ -1,6 +1,12 @@
 //! UDP writer: one datagram per frame, handed to the kernel with `sendmmsg` in chunks on
 //! Linux (one `send` per datagram elsewhere). A frame is finished once the kernel took it:
 //! UDP has no acknowledgement.
+//!
+//! On Linux the socket is not registered with tokio's reactor while it sends: registered, every
+//! datagram the kernel freed woke the reactor's epoll (`sock_wfree` → write-space wake-up →
+//! `ep_poll_callback`), a quarter of the sink thread on loopback, and often a parked worker too.
+//! Only when the kernel refuses a datagram for want of buffer space does the writer register,
+//! for that one wait ([`wait_writable`]).
 
 use std::io;
 use std::time::Duration;
@@ -24,7 +30,7 @@ pub(crate) struct UdpWriter {
     address: String,
     timeout: Duration,
     ctx: Ctx,
-    sock: Option<UdpSocket>,
+    sock: Option<Sock>,
     backoff: Backoff,
     attempted: bool,
     /// The `sendmmsg` arrays, kept between calls.
@@ -69,7 +75,8 @@ impl UdpWriter {
                 self.ctx.reconnect_attempt();
             }
             self.attempted = true;
-            match connector::dial_udp(&self.address, self.timeout).await {
+            let dialed = connector::dial_udp(&self.address, self.timeout).await;
+            match dialed.and_then(|s| keep(s).map_err(SinkError::Write)) {
                 Ok(s) => {
                     self.backoff.reset();
                     self.ctx.set_state(SinkState::Connected);
@@ -155,6 +162,21 @@ impl UdpWriter {
     }
 }
 
+/// The writer's socket: on Linux not registered with the reactor (see the module doc).
+#[cfg(target_os = "linux")]
+type Sock = std::net::UdpSocket;
+#[cfg(not(target_os = "linux"))]
+type Sock = UdpSocket;
+
+/// The dialed socket as the writer keeps it: on Linux taken out of the reactor (it stays
+/// non-blocking).
+fn keep(s: UdpSocket) -> io::Result<Sock> {
+    #[cfg(target_os = "linux")]
+    return s.into_std();
+    #[cfg(not(target_os = "linux"))]
+    Ok(s)
+}
+
 /// What one send call did.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
@@ -175,19 +197,34 @@ fn is_oversize(e: &io::Error) -> bool {
 
 /// Sends a prefix of `frames` (at least one datagram unless it fails).
 #[cfg(target_os = "linux")]
-async fn send_some(sock: &UdpSocket, frames: &[Frame], mmsg: &mut Mmsg) -> io::Result<Sent> {
+async fn send_some(sock: &Sock, frames: &[Frame], mmsg: &mut Mmsg) -> io::Result<Sent> {
     use std::os::fd::AsRawFd;
     let fd = sock.as_raw_fd();
     let chunk = frames
         .get(..frames.len().min(SENDMMSG_CHUNK))
         .unwrap_or_default();
     loop {
-        sock.writable().await?;
-        match sock.try_io(tokio::io::Interest::WRITABLE, || mmsg.send(fd, chunk)) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+        match mmsg.send(fd, chunk) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(sock).await?,
             res => return res,
         }
     }
+}
+
+/// Waits until the kernel has room for a datagram on `sock` again. The socket is registered
+/// with the reactor for this wait only, through a duplicate of its descriptor (dropped, and so
+/// deregistered, on return). Registering reports the current state, so room freed between the
+/// refused send and the registration is not missed.
+#[cfg(target_os = "linux")]
+async fn wait_writable(sock: &impl std::os::fd::AsFd) -> io::Result<()> {
+    use tokio::io::{unix::AsyncFd, Interest};
+    let dup = sock.as_fd().try_clone_to_owned()?;
+    // SAFETY: `dup` is an open descriptor owned by the `AsyncFd`, which closes it only when
+    // dropped; its `as_raw_fd` always returns that descriptor.
+    let fd = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
+        .map_err(io::Error::from)?;
+    fd.writable().await?.retain_ready();
+    Ok(())
 }
 
 /// The arrays `sendmmsg` reads, reused so that a call allocates nothing (two allocations of
@@ -249,7 +286,7 @@ impl Mmsg {
 
 /// Elsewhere: one `send` per datagram.
 #[cfg(not(target_os = "linux"))]
-async fn send_some(sock: &UdpSocket, frames: &[Frame]) -> io::Result<Sent> {
+async fn send_some(sock: &Sock, frames: &[Frame]) -> io::Result<Sent> {
     let _ = SENDMMSG_CHUNK;
     let Some(f) = frames.first() else {
         return Ok(Sent {
@@ -262,4 +299,41 @@ async fn send_some(sock: &UdpSocket, frames: &[Frame]) -> io::Result<Sent> {
         datagrams: 1,
         short: usize::from(n != f.bytes.len()),
     })
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    /// The wait registers only while it lasts: it stays pending while the kernel has no room
+    /// and ends once the peer makes some. (A datagram socket pair: loopback UDP never runs
+    /// out of send buffer, a full Unix datagram queue does.)
+    #[tokio::test]
+    async fn a_full_send_buffer_is_waited_out_until_there_is_room() {
+        let (tx, rx) = UnixDatagram::pair().unwrap();
+        tx.set_nonblocking(true).unwrap();
+        let mut queued = 0;
+        loop {
+            match tx.send(&[7u8; 512]) {
+                Ok(_) => queued += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        assert!(queued > 0);
+        let wait = wait_writable(&tx);
+        tokio::pin!(wait);
+        let early = tokio::time::timeout(Duration::from_millis(100), &mut wait).await;
+        assert!(early.is_err(), "no room yet, the wait must go on");
+        let mut buf = [0u8; 512];
+        for _ in 0..queued {
+            rx.recv(&mut buf).unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("woken once the peer made room")
+            .unwrap();
+        tx.send(&[7u8; 512]).expect("room now");
+    }
 }
