@@ -479,10 +479,8 @@ mod tests {
         assert_eq!(c.get("fetch.max.bytes"), Some("52428800"));
     }
 
-    /// A tracker taken before a rebalance is still good only if its partition stayed assigned
-    /// throughout: a revoke, or a revoke and a new assign, both end it.
-    #[test]
-    fn a_tracker_is_still_current_only_while_its_partition_stays_assigned() {
+    /// Trackers with partitions 0 and 1 of "events" assigned, and a list of partition 1 alone.
+    fn assigned_0_and_1() -> (Trackers, TopicPartitionList) {
         let t = Trackers::default();
         let mut both = TopicPartitionList::new();
         both.add_partition("events", 0);
@@ -490,6 +488,14 @@ mod tests {
         let mut one = TopicPartitionList::new();
         one.add_partition("events", 1);
         t.assign(&both);
+        (t, one)
+    }
+
+    /// A tracker taken before a rebalance is still good only if its partition stayed assigned
+    /// throughout: a revoke, or a revoke and a new assign, both end it.
+    #[test]
+    fn a_tracker_is_still_current_only_while_its_partition_stays_assigned() {
+        let (t, one) = assigned_0_and_1();
         let p0 = t.current("events", 0).expect("assigned");
         let p1 = t.current("events", 1).expect("assigned");
         assert!(t.still("events", 0, &p0).is_some());
@@ -511,13 +517,7 @@ mod tests {
     /// only if its partition was left alone.
     #[test]
     fn a_tracker_is_kept_since_a_generation_unless_its_partition_moved() {
-        let t = Trackers::default();
-        let mut both = TopicPartitionList::new();
-        both.add_partition("events", 0);
-        both.add_partition("events", 1);
-        let mut one = TopicPartitionList::new();
-        one.add_partition("events", 1);
-        t.assign(&both);
+        let (t, one) = assigned_0_and_1();
         let since = t.generation();
         let (p0, p1) = (t.get("events", 0), t.get("events", 1));
         assert!(t.kept_since(since, &p0) && t.kept_since(since, &p1));
