@@ -210,12 +210,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             // starts at its committed offset, before this message; handling it here too would
             // send it twice.
             revoked_skipped += usize::from(tracker.is_none());
-            if held.is_empty() && revoked_skipped > 0 {
-                tracing::info!(
-                    messages = std::mem::take(&mut revoked_skipped),
-                    "Messages of revoked partitions left to their new owner."
-                );
-            }
+            log_revoked_skipped(&mut revoked_skipped, &held);
             let Some(tracker) = tracker else {
                 continue;
             };
@@ -268,12 +263,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
                 break;
             }
         }
-        if revoked_skipped > 0 && held.is_empty() {
-            tracing::info!(
-                messages = std::mem::take(&mut revoked_skipped),
-                "Messages of revoked partitions left to their new owner."
-            );
-        }
+        log_revoked_skipped(&mut revoked_skipped, &held);
         decoded_spare = recycle(decoded);
         inputs_spare = recycle_inputs(inputs);
         burst.clear();
@@ -378,6 +368,17 @@ const HELD_MAX: usize = 10_000;
 /// A message polled while the consumer was paused, with its partition's tracker at that
 /// moment (`None` when the assignment had not been seen yet).
 type Held = (OwnedMessage, Option<Arc<PartitionTracker>>);
+
+/// Logs the messages of revoked partitions skipped so far, once no held message is left (one
+/// line per rebalance rather than one per message), and starts counting again.
+fn log_revoked_skipped(skipped: &mut usize, held: &VecDeque<Held>) {
+    if *skipped > 0 && held.is_empty() {
+        tracing::info!(
+            messages = std::mem::take(skipped),
+            "Messages of revoked partitions left to their new owner."
+        );
+    }
+}
 
 /// One poll of the stream, without waiting: `Pending` when no message is ready now.
 async fn poll_now<S: Stream + Unpin>(stream: &mut S) -> Poll<Option<S::Item>> {
