@@ -77,7 +77,7 @@ fn decode_vs_serde(c: &mut Criterion) {
     g.bench_function("web_detect/serde_json_value", |b| {
         b.iter(|| black_box(serde_json::from_slice::<serde_json::Value>(black_box(WEB)).is_ok()))
     });
-    // The load harness's events (all 24 log type / category pairs, 650-1500 bytes), decoded as
+    // The load harness's events (all 24 log type / category pairs, 422–1,640 bytes), decoded as
     // its product runs them: no destination wants the raw log.
     let mix = harness_events(1000);
     let skip_raw = DecodeOptions {
