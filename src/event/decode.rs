@@ -202,18 +202,28 @@ fn members<'a>(ev: &mut Event<'a>, text: &'a str, raw_log: bool) -> Result<(), F
     Ok(())
 }
 
-/// A string token's text: borrowed without escapes, unescaped otherwise.
+/// A string token's text: borrowed without escapes, unescaped otherwise. Inlined with the
+/// scanner into the member loop (see [`super::scan`]).
+#[inline(always)]
 fn string(token: &str, escaped: bool) -> Result<Cow<'_, str>, ScanError> {
-    let bad = ScanError {
-        at: 0,
-        what: "invalid string",
-    };
     if escaped {
-        return json_str::unescape(token).ok_or(bad);
+        return unescaped(token);
     }
-    let inner = token.get(1..token.len().saturating_sub(1)).ok_or(bad)?;
-    Ok(Cow::Borrowed(inner))
+    token
+        .get(1..token.len().saturating_sub(1))
+        .map(Cow::Borrowed)
+        .ok_or(BAD_STRING)
 }
+
+#[inline(never)]
+fn unescaped(token: &str) -> Result<Cow<'_, str>, ScanError> {
+    json_str::unescape(token).ok_or(BAD_STRING)
+}
+
+const BAD_STRING: ScanError = ScanError {
+    at: 0,
+    what: "invalid string",
+};
 
 /// The error for a payload that is not JSON: serde_json's wording (line and column) when it
 /// agrees, the scanner's otherwise.
