@@ -204,7 +204,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             crate::malloc::release_drained(&mut held);
             let tracker = match at_hold {
                 None => Some(cache.get(&src.trackers, m.topic(), m.partition())),
-                Some(then) => src.trackers.still(m.topic(), m.partition(), &then),
+                Some(then) => src.trackers.still(&then),
             };
             // Revoked (perhaps assigned again) while held: whoever reads the partition next
             // starts at its committed offset, before this message; handling it here too would

@@ -124,20 +124,15 @@ impl Trackers {
     /// The partition's tracker if it is still `then`, i.e. the partition stayed assigned since
     /// `then` was current. Revoked, or revoked and assigned again (a new tracker, reading from
     /// the committed offset), gives `None`.
-    pub fn still(
-        &self,
-        topic: &str,
-        partition: i32,
-        then: &Arc<PartitionTracker>,
-    ) -> Option<Arc<PartitionTracker>> {
-        self.current(topic, partition)
+    pub fn still(&self, then: &Arc<PartitionTracker>) -> Option<Arc<PartitionTracker>> {
+        self.current(then.topic(), then.partition())
             .filter(|now| Arc::ptr_eq(then, now))
     }
 
     /// Whether `then`, a partition's tracker taken when the generation was `since` or later, is
     /// still its tracker: no rebalance since (one atomic load), or none that touched it.
     pub fn kept_since(&self, since: u64, then: &Arc<PartitionTracker>) -> bool {
-        self.generation() == since || self.still(then.topic(), then.partition(), then).is_some()
+        self.generation() == since || self.still(then).is_some()
     }
 
     /// The tracker for a partition, created when a message arrives before the assign callback
@@ -499,19 +494,16 @@ mod tests {
         let (t, one) = assigned_0_and_1();
         let p0 = t.current("events", 0).expect("assigned");
         let p1 = t.current("events", 1).expect("assigned");
-        assert!(t.still("events", 0, &p0).is_some());
+        assert!(t.still(&p0).is_some());
         // Partition 1 moves away and comes back: a new tracker, no longer "still".
         t.revoke(&one);
         assert!(t.current("events", 1).is_none());
-        assert!(t.still("events", 1, &p1).is_none());
+        assert!(t.still(&p1).is_none());
         t.assign(&one);
         assert!(t.current("events", 1).is_some());
-        assert!(t.still("events", 1, &p1).is_none());
+        assert!(t.still(&p1).is_none());
         // Partition 0 was not touched by either rebalance (cooperative).
-        assert!(t
-            .still("events", 0, &p0)
-            .is_some_and(|now| Arc::ptr_eq(&now, &p0)));
-        assert!(t.still("other", 0, &p0).is_none());
+        assert!(t.still(&p0).is_some_and(|now| Arc::ptr_eq(&now, &p0)));
     }
 
     /// A burst's tracker is trusted without a lookup while no rebalance happened; after one,
