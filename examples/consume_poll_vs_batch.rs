@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use plura_forwarder::malloc::cpu_seconds;
 use plura_forwarder::source::embedded::EmbeddedKafka;
 use rdkafka::bindings as rd;
 use rdkafka::config::ClientConfig;
@@ -20,18 +21,6 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 const MESSAGES: usize = 200_000;
 const PARTITIONS: i32 = 16;
 const BATCH: usize = 64;
-
-/// User + system CPU seconds of the whole process.
-fn cpu_seconds() -> f64 {
-    // SAFETY: `getrusage` fills the zeroed struct it is given and reads nothing else.
-    let u = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u
-    };
-    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    secs(u.ru_utime) + secs(u.ru_stime)
-}
 
 fn consumer(brokers: &str, round: usize) -> BaseConsumer {
     let c: BaseConsumer = ClientConfig::new()

@@ -113,9 +113,9 @@ pub fn collect_if_asked() {
 #[cfg(not(target_os = "linux"))]
 pub fn collect_when_idle() {}
 
-/// User + system CPU seconds of the whole process.
-#[cfg(target_os = "linux")]
-fn cpu_seconds() -> f64 {
+/// User + system CPU seconds of the whole process (0 when unreadable).
+#[cfg(unix)]
+pub fn cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes into the zeroed struct we pass.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: as above; RUSAGE_SELF is always valid.
