@@ -139,10 +139,15 @@ pub fn event(log_type: LogType, category: Category, seq: u64, pad: usize) -> Val
     Value::Object(m)
 }
 
+/// The (log type, category) pair of event `seq`: all 24 in turn.
+fn pair(seq: u64) -> (LogType, Category) {
+    ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize]
+}
+
 /// `n` events cycling through all 24 (log type, category) pairs.
 pub fn events(n: usize, pad: usize) -> impl Iterator<Item = (u64, Value)> {
     (0..n as u64).map(move |seq| {
-        let (t, c) = ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize];
+        let (t, c) = pair(seq);
         (seq, event(t, c, seq, pad))
     })
 }
@@ -151,11 +156,16 @@ pub fn events(n: usize, pad: usize) -> impl Iterator<Item = (u64, Value)> {
 /// raw-log sizes deterministically: 422 to 1,640 bytes, 945 on average. The criterion
 /// benches decode the same events.
 pub fn harness_event(seq: u64) -> Vec<u8> {
-    let (t, c) = ALL_PAIRS[(seq % ALL_PAIRS.len() as u64) as usize];
-    let pad = ((seq * 7919) % 900) as usize;
+    let (t, c) = pair(seq);
+    let pad = harness_pad(seq);
     // `Value`'s `Display` is its compact JSON, the same bytes as `serde_json::to_vec`, and
     // cannot fail: a `Value`'s map keys are always strings.
     event(t, c, seq, pad).to_string().into_bytes()
+}
+
+/// The raw-log padding of harness event `seq`: 0 to 899 bytes, spread deterministically.
+fn harness_pad(seq: u64) -> usize {
+    ((seq * 7919) % 900) as usize
 }
 
 #[cfg(test)]
@@ -168,9 +178,11 @@ mod tests {
         let mut sizes = Vec::new();
         for seq in 0..2400 {
             let bytes = harness_event(seq);
-            let (t, c) = ALL_PAIRS[(seq % 24) as usize];
-            let pad = ((seq * 7919) % 900) as usize;
-            assert_eq!(bytes, serde_json::to_vec(&event(t, c, seq, pad)).unwrap());
+            let (t, c) = pair(seq);
+            assert_eq!(
+                bytes,
+                serde_json::to_vec(&event(t, c, seq, harness_pad(seq))).unwrap()
+            );
             sizes.push(bytes.len());
         }
         let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
