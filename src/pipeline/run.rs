@@ -215,7 +215,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
                 continue;
             };
             let headers = m.headers().map_or(Headers::None, Headers::Owned);
-            let input = input_of(&m, headers);
+            let input = input_of(&m, &tracker, headers);
             let handled = pipeline.handle(input, &tracker);
             if handle_polling(handled, &src, &opts.shutdown, &mut held).await {
                 break;
@@ -244,7 +244,11 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             take_ok(m, &mut burst, &mut cache, &src.trackers, &throttle);
         }
         let mut inputs = recycle_inputs(inputs_spare);
-        inputs.extend(burst.iter().map(|(m, _)| input_of(m, Headers::Borrowed(m))));
+        inputs.extend(
+            burst
+                .iter()
+                .map(|(m, tracker)| input_of(m, tracker, Headers::Borrowed(m))),
+        );
         let mut decoded = recycle(decoded_spare);
         pipeline.decode_burst(&inputs, &mut decoded);
         let mut stopped = false;
@@ -407,9 +411,16 @@ fn take_ok<'c>(
     }
 }
 
-fn input_of<'a, M: Message>(m: &'a M, headers: Headers<'a>) -> Input<'a> {
+/// The pipeline's view of a message. The topic comes from its partition's tracker: rdkafka's
+/// `topic()` is a call into librdkafka, a `strlen` and a UTF-8 check, already paid once per
+/// message to find that tracker.
+fn input_of<'a, M: Message>(
+    m: &'a M,
+    tracker: &'a PartitionTracker,
+    headers: Headers<'a>,
+) -> Input<'a> {
     Input {
-        topic: m.topic(),
+        topic: tracker.topic(),
         partition: m.partition(),
         offset: m.offset(),
         key: m.key(),
