@@ -29,7 +29,7 @@ use crate::route::{Decision, Router};
 use crate::sink::{Frame, SendRefused, SinkHandle, SinkSender};
 use crate::throttle::Throttle;
 use park::ParkGate;
-use rdkafka::message::{BorrowedHeaders, BorrowedMessage, OwnedHeaders};
+use rdkafka::message::BorrowedHeaders;
 use rdkafka::Message as _;
 
 /// One Kafka message as the pipeline sees it.
@@ -58,9 +58,7 @@ pub enum Headers<'a> {
     /// The message has none.
     None,
     /// Still inside the consumed message.
-    Borrowed(&'a BorrowedMessage<'a>),
-    /// Already taken out (a message detached while the consumer was paused).
-    Owned(&'a OwnedHeaders),
+    Borrowed(&'a crate::source::Msg<'a>),
 }
 
 impl<'a> Headers<'a> {
@@ -69,7 +67,6 @@ impl<'a> Headers<'a> {
         match self {
             Headers::None => None,
             Headers::Borrowed(m) => m.headers(),
-            Headers::Owned(h) => Some(h.as_borrowed()),
         }
     }
 }

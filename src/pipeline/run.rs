@@ -5,14 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::{CommitMode, Consumer};
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
-use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +23,7 @@ use crate::config::Config;
 use crate::event::LogType;
 use crate::route::Router;
 use crate::sink::{self, SinkSpec};
-use crate::source::{self, pause, KafkaSource, Trackers};
+use crate::source::{self, pause, BatchConsumer, Msg, Trackers};
 use crate::throttle::Throttle;
 
 /// What `run` needs besides the config.
@@ -163,9 +161,9 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     let client_config =
         source::consumer_config(&k.brokers, &k.group_id, f.commit_interval_ms, &k.properties);
-    let src = source::build_consumer(&client_config, &k.topics)?;
-    src.trackers
-        .set_revoke_drain(Duration::from_secs(f.shutdown_grace_s));
+    let trackers = Arc::new(Trackers::default());
+    trackers.set_revoke_drain(Duration::from_secs(f.shutdown_grace_s));
+    let consumer = BatchConsumer::subscribe(&client_config, &k.topics, Arc::clone(&trackers))?;
     if let Some(cb) = opts.on_start {
         let destinations = pipeline
             .destinations()
@@ -174,7 +172,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             .map(|(d, flag)| (d.name.clone(), d.sink.status_reader(), flag.clone()))
             .collect();
         cb(StartInfo {
-            trackers: Arc::clone(&src.trackers),
+            trackers: Arc::clone(&trackers),
             destinations,
         });
     }
@@ -187,42 +185,41 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let throttle = Throttle::new(Duration::from_secs(60));
     let mut cache = TrackerCache::default();
     // Messages that arrived while the consumer was paused; handled first, in order.
-    let mut held: VecDeque<Held> = VecDeque::new();
+    let mut held: VecDeque<Held<'_>> = VecDeque::new();
     // Messages of partitions revoked since they were taken, left to their next owner (logged
     // once no held message is left).
     let mut revoked_skipped = 0usize;
-    // One stream for the whole loop: `recv` registers and removes a waker slot (a lock each)
-    // per message.
-    let mut stream = src.consumer.stream();
+    let mut batches = Batches {
+        consumer: &consumer,
+        spare: Vec::with_capacity(BURST_MAX),
+    };
     let mut since_check = SHUTDOWN_CHECK_EVERY;
-    let mut burst: Vec<(BorrowedMessage<'_>, Arc<PartitionTracker>)> =
-        Vec::with_capacity(BURST_MAX);
+    let mut burst: Vec<(Msg<'_>, Arc<PartitionTracker>)> = Vec::with_capacity(BURST_MAX);
     let mut inputs_spare: Vec<Input<'_>> = Vec::with_capacity(BURST_MAX);
     let mut decoded_spare: Vec<Decoded<'_>> = Vec::with_capacity(BURST_MAX);
     loop {
-        if let Some((m, at_hold)) = held.pop_front() {
+        if let Some((m, then)) = held.pop_front() {
             crate::malloc::release_drained(&mut held);
-            let tracker = match at_hold {
-                None => Some(cache.get(&src.trackers, m.topic(), m.partition())),
-                Some(then) => src.trackers.still(&then),
-            };
             // Revoked (perhaps assigned again) while held: whoever reads the partition next
             // starts at its committed offset, before this message; handling it here too would
             // send it twice.
+            let tracker = trackers.still(&then);
             revoked_skipped += usize::from(tracker.is_none());
             log_revoked_skipped(&mut revoked_skipped, &held);
             let Some(tracker) = tracker else {
                 continue;
             };
-            let headers = m.headers().map_or(Headers::None, Headers::Owned);
-            let input = input_of(&m, &tracker, headers);
+            let input = input_of(&m, &tracker, Headers::Borrowed(&m));
             let handled = pipeline.handle(input, &tracker);
-            if handle_polling(handled, &src, &opts.shutdown, &mut held).await {
+            if handle_polling(handled, &consumer, &opts.shutdown, &mut held).await {
                 break;
             }
             continue;
         }
-        let Some(first) = next_or_stop(&mut stream, &opts.shutdown, &mut since_check, || {
+        // The messages ready now (up to a burst), taken from librdkafka in one call. A
+        // rebalance served inside that call shows as a new generation.
+        let generation = trackers.generation();
+        let Some(mut batch) = next_or_stop(&mut batches, &opts.shutdown, &mut since_check, || {
             // When nothing is ready the destinations stop lingering: what this burst sent
             // goes out.
             pipeline.input_paused()
@@ -231,18 +228,17 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         else {
             break;
         };
-        // The burst: this message and those ready right after it, decoded together, each with
-        // its partition's tracker when it was taken. A rebalance from here on shows as a new
-        // generation.
-        let generation = src.trackers.generation();
-        take_ok(first, &mut burst, &mut cache, &src.trackers, &throttle);
-        while burst.len() < BURST_MAX && since_check < SHUTDOWN_CHECK_EVERY {
-            let Poll::Ready(Some(m)) = poll_now(&mut stream).await else {
-                break;
-            };
-            since_check += 1;
-            take_ok(m, &mut burst, &mut cache, &src.trackers, &throttle);
+        // Each with its partition's tracker now; a partition revoked inside the call has
+        // none, and its messages belong to its next owner.
+        for m in batch.drain(..) {
+            if let Some(m) = usable(m, &throttle) {
+                match cache.get(&trackers, m.topic(), m.partition()) {
+                    Some(tracker) => burst.push((m, tracker)),
+                    None => revoked_skipped += 1,
+                }
+            }
         }
+        batches.spare = batch;
         let mut inputs = recycle_inputs(inputs_spare);
         inputs.extend(
             burst
@@ -253,16 +249,16 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         pipeline.decode_burst(&inputs, &mut decoded);
         let mut stopped = false;
         for ((input, ev), (_, tracker)) in inputs.drain(..).zip(decoded.iter_mut()).zip(&burst) {
-            // The partition may have been revoked since its message was taken, during the
-            // polls above or while a paused consumer is polled (`handle_polling`), perhaps
-            // assigned again: its messages belong to whoever reads it next, from the committed
-            // offset. Handling one here would send it twice.
-            if !src.trackers.kept_since(generation, tracker) {
+            // The partition may have been revoked since its message was taken, while a paused
+            // consumer is polled (`handle_polling`), perhaps assigned again: its messages
+            // belong to whoever reads it next, from the committed offset. Handling one here
+            // would send it twice.
+            if !trackers.kept_since(generation, tracker) {
                 revoked_skipped += 1;
                 continue;
             }
             let handled = pipeline.handle_decoded(input, ev, tracker);
-            if handle_polling(handled, &src, &opts.shutdown, &mut held).await {
+            if handle_polling(handled, &consumer, &opts.shutdown, &mut held).await {
                 stopped = true;
                 break;
             }
@@ -275,8 +271,8 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             break;
         }
     }
-    drop(held);
-    drop(stream);
+    // Everything that borrows the consumer, before it closes.
+    drop((held, burst, batches, inputs_spare, decoded_spare));
 
     let grace = Duration::from_secs(f.shutdown_grace_s);
     let deadline = tokio::time::Instant::now() + grace;
@@ -291,19 +287,9 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     parker.close(left.max(Duration::from_secs(1))).await;
     // The destinations are closed: what is unfinished now stays so; no waiting on revoke.
-    src.trackers.set_revoke_drain(Duration::ZERO);
+    trackers.set_revoke_drain(Duration::ZERO);
     retry::finish(retry_src).await;
-    let consumer = Arc::clone(&src.consumer);
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            if !source::is_no_offset_error(&e) {
-                tracing::warn!(error = %e, "Final commit failed; uncommitted events will be redelivered.");
-            }
-        }
-        consumer.unsubscribe();
-    })
-    .await
-    .context("final commit task")?;
+    src_close(consumer).await?;
     tracing::info!("Stopped.");
     Ok(())
 }
@@ -369,13 +355,12 @@ const SHUTDOWN_CHECK_EVERY: u32 = 512;
 /// At most this many messages fetched before the pause took effect are kept while paused.
 const HELD_MAX: usize = 10_000;
 
-/// A message polled while the consumer was paused, with its partition's tracker at that
-/// moment (`None` when the assignment had not been seen yet).
-type Held = (OwnedMessage, Option<Arc<PartitionTracker>>);
+/// A message taken while the consumer was paused, with its partition's tracker at that moment.
+type Held<'c> = (Msg<'c>, Arc<PartitionTracker>);
 
 /// Logs the messages of revoked partitions skipped so far, once no held message is left (one
 /// line per rebalance rather than one per message), and starts counting again.
-fn log_revoked_skipped(skipped: &mut usize, held: &VecDeque<Held>) {
+fn log_revoked_skipped(skipped: &mut usize, held: &VecDeque<Held<'_>>) {
     if *skipped > 0 && held.is_empty() {
         tracing::info!(
             messages = std::mem::take(skipped),
@@ -384,31 +369,61 @@ fn log_revoked_skipped(skipped: &mut usize, held: &VecDeque<Held>) {
     }
 }
 
+/// The consumer's ready messages as a stream of batches of up to [`BURST_MAX`], each taken
+/// from librdkafka in one call. A batch handed out comes back as `spare` (its allocation).
+struct Batches<'c> {
+    consumer: &'c BatchConsumer,
+    spare: Vec<Msg<'c>>,
+}
+
+impl<'c> Stream for Batches<'c> {
+    type Item = Vec<Msg<'c>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let mut batch = std::mem::take(&mut this.spare);
+        batch.clear();
+        match this.consumer.poll_ready(cx, &mut batch, BURST_MAX) {
+            Poll::Ready(_) => Poll::Ready(Some(batch)),
+            Poll::Pending => {
+                this.spare = batch;
+                Poll::Pending
+            }
+        }
+    }
+}
+
 /// One poll of the stream, without waiting: `Pending` when no message is ready now.
 async fn poll_now<S: Stream + Unpin>(stream: &mut S) -> Poll<Option<S::Item>> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_next(cx))).await
 }
 
-/// Adds a consumed message to the burst, with its partition's tracker now; a consume error is
-/// logged (throttled) and skipped, as librdkafka goes on after it.
-fn take_ok<'c>(
-    m: rdkafka::error::KafkaResult<BorrowedMessage<'c>>,
-    burst: &mut Vec<(BorrowedMessage<'c>, Arc<PartitionTracker>)>,
-    cache: &mut TrackerCache,
-    trackers: &Trackers,
-    throttle: &Throttle,
-) {
-    match m {
-        Ok(m) => {
-            let tracker = cache.get(trackers, m.topic(), m.partition());
-            burst.push((m, tracker));
-        }
-        Err(e) => {
+/// The message, or `None` for a consume error (logged, throttled; librdkafka goes on after it).
+fn usable<'c>(m: Msg<'c>, throttle: &Throttle) -> Option<Msg<'c>> {
+    match m.error() {
+        None => Some(m),
+        Some(e) => {
             if throttle.allow("recv").is_some() {
                 tracing::warn!(error = %e, "Kafka consume error.");
             }
+            None
         }
     }
+}
+
+/// Leaves the group (committing what is finished, on a blocking thread) and destroys the
+/// consumer.
+async fn src_close(consumer: Arc<BatchConsumer>) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = consumer.commit_sync() {
+            if !source::is_no_offset_error(&e) {
+                tracing::warn!(error = %e, "Final commit failed; uncommitted events will be redelivered.");
+            }
+        }
+        consumer.close();
+    })
+    .await
+    .context("final commit task")
 }
 
 /// The pipeline's view of a message. The topic comes from its partition's tracker: rdkafka's
@@ -435,11 +450,11 @@ fn input_of<'a, M: Message>(
 /// [`PAUSE_AFTER`], the consumer's partitions are paused and it keeps being polled; messages
 /// it still returns are kept in `held`. Returns `true` when shutdown interrupted the wait: the
 /// event in hand stays uncommitted and is redelivered.
-async fn handle_polling(
+async fn handle_polling<'c>(
     handled: impl std::future::Future<Output = super::Handled>,
-    src: &KafkaSource,
+    consumer: &'c BatchConsumer,
     shutdown: &CancellationToken,
-    held: &mut VecDeque<Held>,
+    held: &mut VecDeque<Held<'c>>,
 ) -> bool {
     tokio::pin!(handled);
     // Most events are handed over without waiting: no timer or select for them (creating the
@@ -451,18 +466,22 @@ async fn handle_polling(
         return false;
     }
     let mut paused = None;
+    let mut taken = Vec::new();
+    let throttle = Throttle::new(Duration::from_secs(60));
     let stopped = loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break true,
             _ = &mut handled => break false,
             () = tokio::time::sleep(PAUSE_AFTER), if paused.is_none() => {
-                paused = Some(pause::pause_assigned(&src.consumer));
+                paused = Some(pause::pause_assigned(consumer));
             }
-            m = src.consumer.recv(), if paused.is_some() && held.len() < HELD_MAX => {
-                if let Ok(m) = m {
-                    let tracker = src.trackers.current(m.topic(), m.partition());
-                    held.push_back((m.detach(), tracker));
+            _ = consumer.ready(&mut taken, BURST_MAX), if paused.is_some() && held.len() < HELD_MAX => {
+                // A partition revoked meanwhile has no tracker: its next owner reads it.
+                for m in taken.drain(..).filter_map(|m| usable(m, &throttle)) {
+                    if let Some(t) = consumer.trackers().current(m.topic(), m.partition()) {
+                        held.push_back((m, t));
+                    }
                 }
             }
         }
@@ -473,7 +492,7 @@ async fn handle_polling(
             held = held.len(),
             "Destination has room again: consumer resumed."
         );
-        p.resume(&src.consumer);
+        p.resume(consumer);
     }
     stopped
 }
@@ -486,7 +505,13 @@ struct TrackerCache {
 }
 
 impl TrackerCache {
-    fn get(&mut self, trackers: &Trackers, topic: &str, partition: i32) -> Arc<PartitionTracker> {
+    /// The partition's tracker, `None` when it is not assigned (revoked).
+    fn get(
+        &mut self,
+        trackers: &Trackers,
+        topic: &str,
+        partition: i32,
+    ) -> Option<Arc<PartitionTracker>> {
         let gen = trackers.generation();
         if gen != self.generation {
             self.entries.clear();
@@ -497,11 +522,11 @@ impl TrackerCache {
             .iter()
             .find(|t| t.partition() == partition && t.topic() == topic)
         {
-            return Arc::clone(t);
+            return Some(Arc::clone(t));
         }
-        let t = trackers.get(topic, partition);
+        let t = trackers.current(topic, partition)?;
         self.entries.push(Arc::clone(&t));
-        t
+        Some(t)
     }
 }
 

@@ -87,7 +87,7 @@ impl Trackers {
     }
 
     /// Takes one statistics report: the lag of the partitions this member owns.
-    fn record_lag(&self, stats: &rdkafka::Statistics) {
+    pub(super) fn record_lag(&self, stats: &rdkafka::Statistics) {
         let owned = self.lock();
         let mut lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
         for (topic, t) in &stats.topics {
@@ -199,6 +199,45 @@ impl Trackers {
         self.lock().values().cloned().collect()
     }
 
+    /// Where a consumer's offsets go once every destination finished with an event.
+    pub(super) fn set_store(&self, store: Arc<dyn OffsetStore>) {
+        let _ = self.store.set(store);
+    }
+
+    /// A rebalance assigned `tpl`: each partition gets its tracker.
+    pub(super) fn on_assign(&self, tpl: &TopicPartitionList) {
+        tracing::info!(partitions = tpl.count(), "Partitions assigned.");
+        self.assign(tpl);
+    }
+
+    /// A rebalance revokes `tpl`, before the consumer lets the partitions go: finish (deliver
+    /// or park) their events, bounded in time, and `commit` before the partitions go to
+    /// another member; whatever is still in flight after that is redelivered to the new owner
+    /// (at least once). A `lost` assignment (the member was thrown out) cannot commit.
+    pub(super) fn on_revoke(
+        &self,
+        tpl: &TopicPartitionList,
+        lost: bool,
+        commit: impl FnOnce() -> KafkaResult<()>,
+    ) {
+        tracing::info!(
+            partitions = tpl.count(),
+            "Partitions revoked; finishing their events, then committing."
+        );
+        if !lost {
+            let left = self.drain(tpl);
+            if left > 0 {
+                tracing::warn!(events = left, "Revoked partitions still have events in flight; the next owner gets them again.");
+            }
+            if let Err(e) = commit() {
+                if !is_no_offset_error(&e) {
+                    tracing::warn!(error = %e, "Commit on revoke failed.");
+                }
+            }
+        }
+        self.revoke(tpl);
+    }
+
     fn assign(&self, tpl: &TopicPartitionList) {
         for e in tpl.elements() {
             self.get(e.topic(), e.partition());
@@ -253,45 +292,32 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            tracing::info!(
-                partitions = tpl.count(),
-                "Partitions revoked; finishing their events, then committing."
-            );
-            // Finish (deliver or park) the revoked partitions' events, bounded in time, and
-            // commit before the partitions go to another member. Whatever is still in flight
-            // after that is redelivered to the new owner (at least once).
-            if !consumer.assignment_lost() {
-                let left = self.trackers.drain(tpl);
-                if left > 0 {
-                    tracing::warn!(events = left, "Revoked partitions still have events in flight; the next owner gets them again.");
-                }
-                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    if !is_no_offset_error(&e) {
-                        tracing::warn!(error = %e, "Commit on revoke failed.");
-                    }
-                }
-            }
-            self.trackers.revoke(tpl);
+            self.trackers
+                .on_revoke(tpl, consumer.assignment_lost(), || {
+                    consumer.commit_consumer_state(CommitMode::Sync)
+                });
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "Partitions assigned.");
-                self.trackers.assign(tpl);
-            }
+            Rebalance::Assign(tpl) => self.trackers.on_assign(tpl),
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::warn!(error = %e, "Rebalance error."),
         }
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => metrics::counter!(m::OFFSETS_COMMITTED_TOTAL).increment(1),
-            Err(e) if is_no_offset_error(&e) => {}
-            Err(e) => tracing::warn!(error = %e, "Offset commit failed."),
-        }
+        committed(result);
+    }
+}
+
+/// Counts an automatic commit, or logs why it failed ("nothing to commit" is no failure).
+pub(super) fn committed(result: KafkaResult<()>) {
+    match result {
+        Ok(()) => metrics::counter!(m::OFFSETS_COMMITTED_TOTAL).increment(1),
+        Err(e) if is_no_offset_error(&e) => {}
+        Err(e) => tracing::warn!(error = %e, "Offset commit failed."),
     }
 }
 
@@ -396,7 +422,7 @@ pub fn build_consumer(
 ) -> Result<KafkaSource, SourceError> {
     let trackers = Arc::new(Trackers::default());
     let store = Arc::new(ConsumerStore(OnceLock::new()));
-    let _ = trackers.store.set(store.clone());
+    trackers.set_store(store.clone());
     let consumer: KafkaConsumer = config
         .create_with_context(SourceContext {
             trackers: Arc::clone(&trackers),

@@ -4,10 +4,9 @@
 //! serves rebalances, and librdkafka drops what it had prefetched instead of fetching more.
 //! Resuming restarts fetching at the application's position: nothing is skipped.
 
-use rdkafka::consumer::Consumer;
 use rdkafka::TopicPartitionList;
 
-use super::KafkaConsumer;
+use super::BatchConsumer;
 
 /// Partitions paused by [`pause_assigned`]; resume them with [`Paused::resume`].
 #[must_use = "paused partitions stay paused until resumed"]
@@ -20,7 +19,7 @@ impl Paused {
     }
 
     /// Resumes fetching. A partition revoked meanwhile is skipped by librdkafka.
-    pub fn resume(self, consumer: &KafkaConsumer) {
+    pub fn resume(self, consumer: &BatchConsumer) {
         if let Err(e) = consumer.resume(&self.0) {
             tracing::warn!(error = %e, "Resuming partitions failed.");
         }
@@ -29,7 +28,7 @@ impl Paused {
 
 /// Pauses every assigned partition (the single consumer loop is blocked on one event, so no
 /// partition could progress anyway). `None` when nothing is assigned.
-pub fn pause_assigned(consumer: &KafkaConsumer) -> Option<Paused> {
+pub fn pause_assigned(consumer: &BatchConsumer) -> Option<Paused> {
     let assigned = consumer.assignment().ok()?;
     if assigned.count() == 0 {
         return None;
