@@ -242,12 +242,19 @@ fn spawn(
     }
 }
 
-/// A child with no standard streams and errors-only logging: the harness reads `/proc`.
+/// A child with no standard streams and errors-only logging: the harness reads `/proc`. With
+/// `PLURA_BENCH_CHILD_LOG` set (a `RUST_LOG` filter such as `warn`), the children log to the
+/// harness's standard error at that level instead: to see why a run lost or slowed.
 pub(super) fn quiet(mut cmd: Command) -> Command {
+    let log = std::env::var("PLURA_BENCH_CHILD_LOG").ok();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "error");
+        .stderr(if log.is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .env("RUST_LOG", log.as_deref().unwrap_or("error"));
     cmd
 }
 
