@@ -523,13 +523,7 @@ unsafe extern "C" fn on_log(
 ) {
     let fac = CStr::from_ptr(fac).to_string_lossy();
     let line = CStr::from_ptr(buf).to_string_lossy();
-    let (fac, line) = (fac.trim(), line.trim());
-    match level {
-        0..=3 => tracing::error!(target: "librdkafka", fac, "{line}"),
-        4 => tracing::warn!(target: "librdkafka", fac, "{line}"),
-        5 | 6 => tracing::info!(target: "librdkafka", fac, "{line}"),
-        _ => tracing::debug!(target: "librdkafka", fac, "{line}"),
-    }
+    super::consumer::librdkafka_log(level, fac.trim(), line.trim());
 }
 
 /// The consumer queue stopped being empty: wake the task waiting in [`BatchConsumer::ready`].

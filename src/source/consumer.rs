@@ -273,15 +273,7 @@ impl ClientContext for SourceContext {
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
-        match level {
-            L::Emerg | L::Alert | L::Critical | L::Error => {
-                tracing::error!(target: "librdkafka", fac, "{log_message}")
-            }
-            L::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
-            L::Notice | L::Info => tracing::info!(target: "librdkafka", fac, "{log_message}"),
-            L::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
-        }
+        librdkafka_log(level as i32, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -309,6 +301,16 @@ impl ConsumerContext for SourceContext {
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         committed(result);
+    }
+}
+
+/// A librdkafka log line at its syslog level (0 emergency … 7 debug), for either consumer.
+pub(super) fn librdkafka_log(level: i32, fac: &str, line: &str) {
+    match level {
+        ..=3 => tracing::error!(target: "librdkafka", fac, "{line}"),
+        4 => tracing::warn!(target: "librdkafka", fac, "{line}"),
+        5 | 6 => tracing::info!(target: "librdkafka", fac, "{line}"),
+        _ => tracing::debug!(target: "librdkafka", fac, "{line}"),
     }
 }
 
