@@ -16,7 +16,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
 use rdkafka::bindings as rd;
@@ -149,7 +149,7 @@ impl Message for Msg<'_> {
         }
         // SAFETY: `BorrowedHeaders` is rdkafka's zero-sized view whose address is the native
         // headers (its own `BorrowedMessage::headers` makes it this way); pinned by Cargo.lock
-        // and checked by the headers test below.
+        // and checked by `tests/batch_consumer.rs`.
         Some(unsafe { &*headers.cast::<BorrowedHeaders>() })
     }
 }
@@ -227,8 +227,7 @@ impl BatchConsumer {
         // SAFETY: the queue is valid; `wake` only wakes a waker; the opaque is the boxed
         // `Shared`, unset in `Drop` before the queue goes.
         unsafe { rd::rd_kafka_queue_cb_event_enable(consumer.queue.as_ptr(), Some(wake), opaque) };
-        let store = Arc::new(NativeStore(OnceLock::new()));
-        let _ = store.0.set(Arc::downgrade(&consumer));
+        let store = Arc::new(NativeStore(Arc::downgrade(&consumer)));
         consumer.shared.trackers.set_store(store);
         consumer.subscribe_to(topics)?;
         Ok(consumer)
@@ -541,11 +540,11 @@ unsafe extern "C" fn wake(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
 }
 
 /// Stores watermarks into the consumer's offset store (librdkafka keeps `offset + 1`).
-struct NativeStore(OnceLock<Weak<BatchConsumer>>);
+struct NativeStore(Weak<BatchConsumer>);
 
 impl OffsetStore for NativeStore {
     fn store(&self, topic: &str, partition: i32, offset: i64) {
-        let Some(consumer) = self.0.get().and_then(Weak::upgrade) else {
+        let Some(consumer) = self.0.upgrade() else {
             return;
         };
         let Ok(name) = CString::new(topic) else {
