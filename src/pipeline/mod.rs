@@ -162,6 +162,57 @@ pub struct Pipeline {
     parking: Option<(Parker, Vec<ParkGate>)>,
     /// Events handled since the destinations were last told that input had paused.
     since_idle: bool,
+    /// Per destination: the frames of the current burst, queued together by [`Pipeline::flush`].
+    staged: Vec<Staged>,
+}
+
+/// A destination's frames of the current burst, held in room its queue promised: queued
+/// together under one lock at the end of the burst instead of one hand-off per frame (with
+/// four destinations the hand-offs were a quarter of the pipeline thread).
+#[derive(Default)]
+struct Staged {
+    frames: Vec<Frame>,
+    /// Room promised by the queue ([`SinkSender::reserve`]); `frames.len() <= room`.
+    room: usize,
+}
+
+/// Room asked for at a time: a burst's worth.
+const STAGE_ROOM: usize = decode_burst::BURST_MAX;
+
+impl Staged {
+    /// Whether one more frame may be staged: there is promised room left, or the queue
+    /// promises more once what is staged is queued.
+    fn has_room(&mut self, dest: &Destination, throttle: &Throttle) -> bool {
+        if self.frames.len() < self.room {
+            return true;
+        }
+        self.queue(dest, throttle);
+        self.room = dest.sender.reserve(STAGE_ROOM);
+        self.room > 0
+    }
+
+    /// Queues what is staged and gives back the promised room left.
+    fn queue(&mut self, dest: &Destination, throttle: &Throttle) {
+        if self.room == 0 {
+            return;
+        }
+        if dest
+            .sender
+            .send_reserved(&mut self.frames, std::mem::take(&mut self.room))
+            .is_err()
+        {
+            for f in self.frames.drain(..) {
+                sink_gone(dest, f, throttle);
+            }
+        }
+    }
+}
+
+/// Queues every destination's staged frames.
+fn queue_staged(destinations: &[Destination], staged: &mut [Staged], throttle: &Throttle) {
+    for (dest, st) in destinations.iter().zip(staged) {
+        st.queue(dest, throttle);
+    }
 }
 
 /// What happened to one message (for tests and the demo's summary).
@@ -224,6 +275,7 @@ impl Pipeline {
             tickets: None,
             parking: None,
             since_idle: false,
+            staged: (0..n).map(|_| Staged::default()).collect(),
         }
     }
 
@@ -294,6 +346,7 @@ impl Pipeline {
     /// The consumer has nothing more right now: the destinations write what they have instead
     /// of lingering for more (once per pause in the input, whatever its length).
     pub fn input_paused(&mut self) {
+        self.flush();
         if std::mem::take(&mut self.since_idle) {
             self.destinations
                 .iter()
@@ -301,10 +354,19 @@ impl Pipeline {
         }
     }
 
-    /// Handles one message: waits while a destination's queue is full (backpressure).
+    /// Handles one message: waits while a destination's queue is full (backpressure). Its
+    /// frames are queued when it returns.
     pub async fn handle(&mut self, input: Input<'_>, tracker: &Arc<PartitionTracker>) -> Handled {
         let mut decoded = decode_burst::decode_one(&self.topics, &input);
-        self.handle_decoded(input, &mut decoded, tracker).await
+        let handled = self.handle_decoded(input, &mut decoded, tracker).await;
+        self.flush();
+        handled
+    }
+
+    /// Queues the frames that [`Pipeline::handle_decoded`] staged. Call it at the end of each
+    /// burst (before waiting for more input): until then the destinations do not see them.
+    pub fn flush(&mut self) {
+        queue_staged(&self.destinations, &mut self.staged, &self.throttle);
     }
 
     /// Decodes a burst of ready messages into `out`, in order (see `decode_burst.rs`); each is
@@ -314,7 +376,8 @@ impl Pipeline {
     }
 
     /// [`Pipeline::handle`] for a message decoded already (`decoded` is what decoding
-    /// `input` gave).
+    /// `input` gave). Frames that find room at once are staged, and queued by
+    /// [`Pipeline::flush`] (or before this waits for room anywhere).
     pub async fn handle_decoded<'a>(
         &mut self,
         input: Input<'a>,
@@ -419,10 +482,24 @@ impl Pipeline {
                         ack,
                         event_time_ms: input.timestamp_ms,
                     };
-                    let park = self
+                    let mut park = self
                         .parking
                         .as_mut()
                         .and_then(|(p, g)| Some((&*p, g.get_mut(i)?)));
+                    let parked = park
+                        .as_mut()
+                        .is_some_and(|(p, g)| p.available() && g.parked(&dest.name, &dest.sender));
+                    let staged = &mut self.staged[i];
+                    if !parked && staged.has_room(dest, &self.throttle) {
+                        staged.frames.push(frame);
+                        if let Some((_, gate)) = park {
+                            gate.had_room();
+                        }
+                        continue;
+                    }
+                    // Waiting or parking: what is staged goes first, so that it is neither
+                    // held back by the wait nor overtaken.
+                    queue_staged(&self.destinations, &mut self.staged, &self.throttle);
                     deliver(dest, park, frame, &input, &self.throttle).await;
                 }
             }
@@ -432,7 +509,8 @@ impl Pipeline {
 
     /// Stops every destination, flushing and waiting for acknowledgement up to `grace`,
     /// then waits for dead letters in flight.
-    pub async fn close(self, grace: Duration) {
+    pub async fn close(mut self, grace: Duration) {
+        self.flush();
         // A destination that is down would keep its queued frames until the deadline, then
         // drop them (redelivered after the restart, to every destination): park them instead.
         if let Some((parker, gates)) = &self.parking {

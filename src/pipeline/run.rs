@@ -263,6 +263,9 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
                 break;
             }
         }
+        // The burst's frames go to their destinations together (also when stopping: they
+        // are delivered within the grace period).
+        pipeline.flush();
         log_revoked_skipped(&mut revoked_skipped, &held);
         decoded_spare = recycle(decoded);
         inputs_spare = recycle_inputs(inputs);

@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::queue::{Fill, QueueRx, Took};
 use super::Frame;
 
 /// When a batch is complete.
@@ -84,14 +84,9 @@ impl BatchWake {
     }
 }
 
-/// A destination's queue, shared so that frames still queued can be taken back
-/// ([`super::SinkSender::reclaim`]) while the writer is not batching (reconnecting). The
-/// writer holds the lock only while it assembles a batch.
-pub(crate) type SharedRx = Arc<tokio::sync::Mutex<mpsc::Receiver<Frame>>>;
-
 /// Pulls batches from one destination's queue.
 pub(crate) struct Batcher {
-    rx: SharedRx,
+    rx: QueueRx,
     wake: Arc<super::status::Shared>,
     limits: Limits,
     closing: CancellationToken,
@@ -101,7 +96,7 @@ pub(crate) struct Batcher {
 
 impl Batcher {
     pub fn new(
-        rx: mpsc::Receiver<Frame>,
+        rx: QueueRx,
         limits: Limits,
         closing: CancellationToken,
         wake: Arc<super::status::Shared>,
@@ -111,11 +106,11 @@ impl Batcher {
             ..limits
         };
         // A queue smaller than a batch is "full" at its capacity.
-        let full_at = limits.max_events.min(rx.max_capacity());
+        let full_at = limits.max_events.min(rx.capacity());
         wake.batch_wake.full_at.store(full_at, Ordering::Relaxed);
         Batcher {
             wake,
-            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            rx,
             limits,
             closing,
             held: None,
@@ -127,98 +122,106 @@ impl Batcher {
         self.closing.is_cancelled()
     }
 
-    /// The queue, for reclaiming frames.
-    pub fn shared_rx(&self) -> SharedRx {
-        Arc::clone(&self.rx)
+    /// Moves what is queued into `out`, within the batch limits (one lock).
+    fn take(&mut self, out: &mut Vec<Frame>, bytes: &mut usize) -> Took {
+        let fill = Fill {
+            max_events: self.limits.max_events,
+            max_bytes: self.limits.max_bytes,
+        };
+        self.rx.take(out, bytes, &mut self.held, fill)
+    }
+
+    /// Whether `out` is a whole batch: no more frames may join it.
+    fn complete(&self, out: &[Frame], bytes: usize) -> bool {
+        out.len() >= self.limits.max_events || bytes >= self.limits.max_bytes || self.held.is_some()
+    }
+
+    /// Waits for a first frame (moved into `out`), or for the queue to finish.
+    async fn first(&mut self, out: &mut Vec<Frame>, bytes: &mut usize) -> Next {
+        loop {
+            if self.closing.is_cancelled() {
+                // Stop taking frames; those already queued are still handed out.
+                self.rx.close();
+            }
+            match self.take(out, bytes) {
+                Took::Some => return Next::Batch,
+                Took::Finished => return Next::Finished,
+                Took::Empty => {}
+            }
+            if self.closing.is_cancelled() {
+                self.rx.wait().await;
+            } else {
+                tokio::select! {
+                    biased;
+                    () = self.closing.cancelled() => {}
+                    () = self.rx.wait() => {}
+                }
+            }
+        }
     }
 
     /// Fills `out` (which must be empty) with the next batch. With `idle`, gives up waiting for
     /// a first frame after that long (the caller has acknowledgements to poll).
     pub async fn next(&mut self, out: &mut Vec<Frame>, idle: Option<Duration>) -> Next {
         debug_assert!(out.is_empty());
-        // One lock per batch; the writer does not hold it while it writes or reconnects.
-        let shared = Arc::clone(&self.rx);
-        let mut rx = shared.lock().await;
-        let closing = &self.closing;
-        let first = match self.held.take() {
-            Some(f) => f,
-            None => match idle {
-                None => match recv(&mut rx, closing).await {
-                    Some(f) => f,
-                    None => return Next::Finished,
-                },
-                Some(d) => match tokio::time::timeout(d, recv(&mut rx, closing)).await {
-                    Ok(Some(f)) => f,
-                    Ok(None) => return Next::Finished,
-                    Err(_) => return Next::Idle,
-                },
-            },
-        };
+        let mut bytes = 0;
+        match self.held.take() {
+            Some(f) => {
+                bytes = f.bytes.len();
+                out.push(f);
+            }
+            None => {
+                let first = match idle {
+                    None => self.first(out, &mut bytes).await,
+                    Some(d) => match tokio::time::timeout(d, self.first(out, &mut bytes)).await {
+                        Ok(next) => next,
+                        Err(_) => return Next::Idle,
+                    },
+                };
+                if first == Next::Finished {
+                    return Next::Finished;
+                }
+            }
+        }
         let deadline = Instant::now() + self.limits.linger;
-        let mut bytes = first.bytes.len();
-        out.push(first);
         loop {
-            if out.len() >= self.limits.max_events || bytes >= self.limits.max_bytes {
+            if self.complete(out, bytes) {
                 return Next::Batch;
             }
             // Whatever is already queued joins without waiting.
-            let frame = match rx.try_recv() {
-                Ok(f) => f,
-                Err(mpsc::error::TryRecvError::Disconnected) => return Next::Batch,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    let wake = &self.wake.batch_wake;
-                    if self.draining() || self.limits.linger.is_zero() || wake.take_upstream_idle()
-                    {
-                        return Next::Batch;
-                    }
-                    if Instant::now() >= deadline {
-                        return Next::Batch;
-                    }
-                    // Linger without waiting on the queue; then look again from the top (the
-                    // idle mark that woke it is taken there, by the batch it ends).
-                    wake.lingering.store(true, Ordering::SeqCst);
-                    let full = wake.notify.notified();
-                    tokio::pin!(full);
-                    full.as_mut().enable();
-                    // A full batch, or the idle mark, may have come before `lingering` was seen.
-                    if rx.len() + out.len() < self.limits.max_events
-                        && rx.len() < rx.max_capacity()
-                        && !wake.upstream_idle.load(Ordering::SeqCst)
-                    {
-                        tokio::select! {
-                            biased;
-                            () = closing.cancelled() => {}
-                            () = &mut full => {}
-                            () = tokio::time::sleep_until(deadline) => {}
-                        }
-                    }
-                    wake.lingering.store(false, Ordering::Relaxed);
-                    continue;
-                }
-            };
-            if bytes + frame.bytes.len() > self.limits.max_bytes {
-                self.held = Some(frame);
+            match self.take(out, &mut bytes) {
+                Took::Some => continue,
+                Took::Finished => return Next::Batch,
+                Took::Empty => {}
+            }
+            let wake = &self.wake.batch_wake;
+            if self.draining() || self.limits.linger.is_zero() || wake.take_upstream_idle() {
                 return Next::Batch;
             }
-            bytes += frame.bytes.len();
-            out.push(frame);
+            if Instant::now() >= deadline {
+                return Next::Batch;
+            }
+            // Linger without waiting on the queue; then look again from the top (the idle mark
+            // that woke it is taken there, by the batch it ends).
+            wake.lingering.store(true, Ordering::SeqCst);
+            let full = wake.notify.notified();
+            tokio::pin!(full);
+            full.as_mut().enable();
+            // A full batch, or the idle mark, may have come before `lingering` was seen.
+            let queued = self.rx.len();
+            if queued + out.len() < self.limits.max_events
+                && queued < self.rx.capacity()
+                && !wake.upstream_idle.load(Ordering::SeqCst)
+            {
+                tokio::select! {
+                    biased;
+                    () = self.closing.cancelled() => {}
+                    () = &mut full => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+            wake.lingering.store(false, Ordering::Relaxed);
         }
-    }
-}
-
-async fn recv(rx: &mut mpsc::Receiver<Frame>, closing: &CancellationToken) -> Option<Frame> {
-    if closing.is_cancelled() {
-        // Stop taking frames; those already queued are still received.
-        rx.close();
-        return rx.recv().await;
-    }
-    tokio::select! {
-        biased;
-        () = closing.cancelled() => {
-            rx.close();
-            rx.recv().await
-        }
-        f = rx.recv() => f,
     }
 }
 
@@ -226,6 +229,7 @@ async fn recv(rx: &mut mpsc::Receiver<Frame>, closing: &CancellationToken) -> Op
 mod tests {
     use super::*;
     use crate::ack::{NoStore, PartitionTracker};
+    use crate::sink::queue::QueueTx;
     use bytes::Bytes;
     use std::sync::Arc;
 
@@ -244,8 +248,8 @@ mod tests {
         max_events: usize,
         max_bytes: usize,
         linger_ms: u64,
-    ) -> (mpsc::Sender<Frame>, Batcher, CancellationToken) {
-        let (tx, rx) = mpsc::channel(64);
+    ) -> (QueueTx, Batcher, CancellationToken) {
+        let (tx, rx) = super::super::queue::queue(64);
         let closing = CancellationToken::new();
         let limits = Limits {
             max_events,
@@ -262,12 +266,8 @@ mod tests {
     /// A batcher that lingers 5 s, with the state its senders share.
     fn lingering_batcher(
         max_events: usize,
-    ) -> (
-        mpsc::Sender<Frame>,
-        Batcher,
-        Arc<super::super::status::Shared>,
-    ) {
-        let (tx, rx) = mpsc::channel(64);
+    ) -> (QueueTx, Batcher, Arc<super::super::status::Shared>) {
+        let (tx, rx) = super::super::queue::queue(64);
         let shared: Arc<super::super::status::Shared> = Arc::default();
         let limits = Limits {
             max_events,
@@ -291,7 +291,7 @@ mod tests {
     async fn batches_by_events_and_bytes() {
         let (tx, mut b, _c) = batcher(4, 250, 5);
         for f in frames(10, 100) {
-            tx.send(f).await.unwrap();
+            tx.try_send(f).unwrap();
         }
         let mut out = Vec::new();
         assert_eq!(b.next(&mut out, None).await, Next::Batch);
@@ -301,7 +301,7 @@ mod tests {
         assert_eq!(out.len(), 2);
         let (tx2, mut b2, _c2) = batcher(4, 1 << 20, 5);
         for f in frames(10, 100) {
-            tx2.send(f).await.unwrap();
+            tx2.try_send(f).unwrap();
         }
         out.clear();
         assert_eq!(b2.next(&mut out, None).await, Next::Batch);
@@ -313,7 +313,7 @@ mod tests {
     async fn linger_closes_a_partial_batch_and_idle_returns() {
         let (tx, mut b, _c) = batcher(100, 1 << 20, 5);
         let mut fs = frames(2, 10);
-        tx.send(fs.remove(0)).await.unwrap();
+        tx.try_send(fs.remove(0)).unwrap();
         let mut out = Vec::new();
         let t0 = Instant::now();
         assert_eq!(b.next(&mut out, None).await, Next::Batch);
@@ -332,14 +332,14 @@ mod tests {
     async fn a_full_batch_queued_ends_the_linger_early() {
         let (tx, b, shared) = lingering_batcher(4);
         let mut fs = frames(5, 10);
-        tx.send(fs.remove(0)).await.unwrap();
+        tx.try_send(fs.remove(0)).unwrap();
         let t0 = Instant::now();
         let task = next_in_task(b);
         tokio::time::sleep(Duration::from_millis(50)).await;
         for f in fs {
-            tx.send(f).await.unwrap();
+            tx.try_send(f).unwrap();
             // What a `SinkSender` reports after each frame.
-            shared.batch_wake.queued(tx.max_capacity() - tx.capacity());
+            shared.batch_wake.queued(tx.len());
         }
         assert_eq!(task.await.unwrap().0, (Next::Batch, 4));
         assert!(
@@ -352,13 +352,13 @@ mod tests {
     async fn idle_upstream_ends_the_linger_early() {
         let (tx, b, shared) = lingering_batcher(100);
         let mut fs = frames(3, 10);
-        tx.send(fs.remove(0)).await.unwrap();
+        tx.try_send(fs.remove(0)).unwrap();
         let t0 = Instant::now();
         let task = next_in_task(b);
         // The batch is lingering by now; two more frames, then the sender goes idle.
         tokio::time::sleep(Duration::from_millis(50)).await;
         for f in fs {
-            tx.send(f).await.unwrap();
+            tx.try_send(f).unwrap();
         }
         shared.batch_wake.upstream_idle();
         let ((next, len), mut b) = task.await.unwrap();
@@ -368,7 +368,7 @@ mod tests {
             "ended by the idle sender, not the 5 s linger"
         );
         // The mark is used up: the next batch lingers again.
-        tx.send(frames(1, 10).pop().unwrap()).await.unwrap();
+        tx.try_send(frames(1, 10).pop().unwrap()).unwrap();
         let mut out = Vec::new();
         let waited = tokio::time::timeout(Duration::from_millis(200), b.next(&mut out, None)).await;
         assert!(waited.is_err(), "one idle mark ends one batch");
@@ -377,7 +377,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_mark_with_nothing_new_ends_only_the_lingering_batch() {
         let (tx, b, shared) = lingering_batcher(100);
-        tx.send(frames(1, 10).pop().unwrap()).await.unwrap();
+        tx.try_send(frames(1, 10).pop().unwrap()).unwrap();
         let task = next_in_task(b);
         // The batch is lingering by now; the sender goes idle without sending more.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -387,7 +387,7 @@ mod tests {
             .expect("ended by the idle mark, not the 5 s linger")
             .unwrap();
         assert_eq!((next, len), (Next::Batch, 1));
-        tx.send(frames(1, 10).pop().unwrap()).await.unwrap();
+        tx.try_send(frames(1, 10).pop().unwrap()).unwrap();
         let mut out = Vec::new();
         let waited = tokio::time::timeout(Duration::from_millis(200), b.next(&mut out, None)).await;
         assert!(waited.is_err(), "the mark was used by the batch it ended");
@@ -398,7 +398,7 @@ mod tests {
         let (tx, mut b, shared) = lingering_batcher(100);
         // The sender queued its burst and went idle while the writer was busy elsewhere.
         for f in frames(3, 10) {
-            tx.send(f).await.unwrap();
+            tx.try_send(f).unwrap();
         }
         shared.batch_wake.upstream_idle();
         let mut out = Vec::new();
@@ -411,7 +411,7 @@ mod tests {
     async fn closing_flushes_queued_frames_without_linger() {
         let (tx, mut b, closing) = batcher(100, 1 << 20, 1000);
         for f in frames(3, 10) {
-            tx.send(f).await.unwrap();
+            tx.try_send(f).unwrap();
         }
         closing.cancel();
         let mut out = Vec::new();

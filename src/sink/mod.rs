@@ -20,6 +20,7 @@
 
 mod batch;
 mod connector;
+mod queue;
 mod sender;
 mod status;
 mod tcp;
@@ -32,7 +33,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +40,7 @@ use crate::ack::Ack;
 use crate::render::settings::Protocol;
 
 pub use connector::SinkError;
-pub use sender::{SendRefused, SinkSender};
+pub use sender::{SendRefused, SinkSender, SinkStopped};
 pub use status::{SinkState, SinkStatus};
 pub use tls::{TlsReason, TlsSpec};
 
@@ -87,7 +87,7 @@ pub struct Frame {
 #[derive(Debug)]
 pub struct SinkHandle {
     name: String,
-    tx: mpsc::Sender<Frame>,
+    tx: queue::QueueTx,
     shared: Arc<Shared>,
     /// Stop taking frames; flush and wait for acknowledgements.
     closing: CancellationToken,
@@ -116,16 +116,11 @@ pub struct CloseReport {
 /// # Panics
 /// Outside a tokio runtime (as `tokio::spawn`).
 pub fn spawn(spec: SinkSpec) -> SinkHandle {
-    let (tx, rx) = mpsc::channel(spec.queue_events.max(1));
+    let (tx, rx) = queue::queue(spec.queue_events.max(1));
     let shared = Arc::new(Shared::default());
     let closing = CancellationToken::new();
     let hard_stop = CancellationToken::new();
-    let ctx = Ctx::new(
-        &spec.name,
-        Arc::clone(&shared),
-        tx.downgrade(),
-        closing.clone(),
-    );
+    let ctx = Ctx::new(&spec.name, Arc::clone(&shared), tx.probe(), closing.clone());
     ctx.set_state(status::SinkState::Connecting);
     let limits = Limits {
         max_events: spec.batch_max_events,
@@ -133,7 +128,6 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
         linger: spec.batch_linger,
     };
     let batcher = Batcher::new(rx, limits, closing.clone(), Arc::clone(&shared));
-    let _ = shared.reclaim.set(batcher.shared_rx());
     let stop = hard_stop.clone();
     let up = metrics::gauge!(crate::metrics::DESTINATION_UP, "destination" => spec.name.clone());
     let max_events = spec.batch_max_events;
@@ -203,17 +197,13 @@ pub fn spawn(spec: SinkSpec) -> SinkHandle {
 #[derive(Clone)]
 pub struct StatusReader {
     shared: Arc<Shared>,
-    tx: mpsc::WeakSender<Frame>,
+    queue: queue::QueueProbe,
 }
 
 impl StatusReader {
     /// The same snapshot as [`SinkHandle::status`]; queue depth 0 once the sink is closed.
     pub fn status(&self) -> SinkStatus {
-        let queued = self
-            .tx
-            .upgrade()
-            .map_or(0, |tx| tx.max_capacity() - tx.capacity());
-        self.shared.snapshot(queued)
+        self.shared.snapshot(self.queue.len())
     }
 }
 
@@ -248,7 +238,7 @@ impl SinkHandle {
     /// # Errors
     /// Gives the frame back when the destination task has stopped.
     pub async fn send(&self, f: Frame) -> Result<(), Frame> {
-        self.tx.send(f).await.map_err(|e| e.0)?;
+        self.tx.send(f).await.map_err(|e| e.1)?;
         Shared::add(&self.shared.accepted, 1);
         Ok(())
     }
@@ -258,9 +248,7 @@ impl SinkHandle {
     /// # Errors
     /// Gives the frame back when the queue is full or the task has stopped.
     pub fn try_send(&self, f: Frame) -> Result<(), Frame> {
-        self.tx.try_send(f).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f) => f,
-        })?;
+        self.tx.try_send(f).map_err(|e| e.1)?;
         Shared::add(&self.shared.accepted, 1);
         Ok(())
     }
@@ -284,14 +272,13 @@ impl SinkHandle {
     pub fn status_reader(&self) -> StatusReader {
         StatusReader {
             shared: Arc::clone(&self.shared),
-            tx: self.tx.downgrade(),
+            queue: self.tx.probe(),
         }
     }
 
     /// A snapshot of the destination's state and counters.
     pub fn status(&self) -> SinkStatus {
-        self.shared
-            .snapshot(self.tx.max_capacity() - self.tx.capacity())
+        self.shared.snapshot(self.tx.len())
     }
 
     /// Stops taking frames, flushes what is queued and in flight and waits for its

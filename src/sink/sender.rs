@@ -4,10 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
+use super::queue::{QueueTx, Refused};
 use super::status::{Shared, SinkState};
 use super::{Frame, SinkHandle};
+
+fn refused(why: Refused, f: Frame) -> SendRefused {
+    match why {
+        Refused::Full => SendRefused::Full(f),
+        Refused::Closed => SendRefused::Closed(f),
+    }
+}
+
+/// The destination task has stopped: it takes no frames.
+#[derive(Debug, thiserror::Error)]
+#[error("the destination task has stopped")]
+pub struct SinkStopped;
 
 /// Why [`SinkSender::send_timeout`] gave the frame back.
 #[derive(Debug)]
@@ -30,7 +41,7 @@ impl SendRefused {
 /// The queue and state of one destination, shared with its [`SinkHandle`].
 #[derive(Debug, Clone)]
 pub struct SinkSender {
-    tx: mpsc::Sender<Frame>,
+    tx: QueueTx,
     shared: Arc<Shared>,
 }
 
@@ -52,12 +63,10 @@ impl SinkSender {
     pub fn try_send(&self, f: Frame) -> Result<(), SendRefused> {
         match self.tx.try_send(f) {
             Ok(()) => {
-                Shared::add(&self.shared.accepted, 1);
-                self.shared.batch_wake.queued(self.queued());
+                self.accepted(1);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(f)) => Err(SendRefused::Full(f)),
-            Err(mpsc::error::TrySendError::Closed(f)) => Err(SendRefused::Closed(f)),
+            Err((why, f)) => Err(refused(why, f)),
         }
     }
 
@@ -69,13 +78,43 @@ impl SinkSender {
     pub async fn send_timeout(&self, f: Frame, wait: Duration) -> Result<(), SendRefused> {
         match self.tx.send_timeout(f, wait).await {
             Ok(()) => {
-                Shared::add(&self.shared.accepted, 1);
-                self.shared.batch_wake.queued(self.queued());
+                self.accepted(1);
                 Ok(())
             }
-            Err(mpsc::error::SendTimeoutError::Timeout(f)) => Err(SendRefused::Full(f)),
-            Err(mpsc::error::SendTimeoutError::Closed(f)) => Err(SendRefused::Closed(f)),
+            Err((why, f)) => Err(refused(why, f)),
         }
+    }
+
+    /// Promises room in the queue for up to `want` frames (0: none now, or the task has
+    /// stopped), to be filled with [`SinkSender::send_reserved`]: a burst's frames are then
+    /// queued in one step instead of one by one.
+    pub fn reserve(&self, want: usize) -> usize {
+        self.tx.reserve(want)
+    }
+
+    /// Queues `frames` (in order, at most `reserved`, emptying it) into the room promised by
+    /// [`SinkSender::reserve`], and frees what was promised and not used.
+    ///
+    /// # Errors
+    /// The task has stopped; the frames stay in `frames`.
+    pub fn send_reserved(
+        &self,
+        frames: &mut Vec<Frame>,
+        reserved: usize,
+    ) -> Result<(), SinkStopped> {
+        let n = frames.len();
+        self.tx
+            .send_reserved(frames, reserved)
+            .map_err(|_| SinkStopped)?;
+        if n > 0 {
+            self.accepted(n);
+        }
+        Ok(())
+    }
+
+    fn accepted(&self, n: usize) {
+        Shared::add(&self.shared.accepted, n as u64);
+        self.shared.batch_wake.queued(self.queued());
     }
 
     /// The sender has nothing more for now: a lingering batch can be written at once instead
@@ -101,30 +140,20 @@ impl SinkSender {
 
     /// Frames waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.tx.len()
     }
 
     /// The queue's capacity, in frames.
     pub fn capacity(&self) -> usize {
-        self.tx.max_capacity()
+        self.tx.capacity()
     }
 
-    /// Takes back every frame still waiting in the queue, if the writer is not assembling a
-    /// batch right now (it is not while it reconnects). The frames are no longer this
+    /// Takes back every frame still waiting in the queue. The frames are no longer this
     /// destination's: the caller must finish their acks (parking them) or drop them
-    /// (redelivery). Frames already written and not acknowledged stay with the writer.
+    /// (redelivery). Frames the writer has taken (in a batch, written or in flight) stay with
+    /// the writer.
     pub fn reclaim(&self) -> Vec<Frame> {
-        let Some(rx) = self.shared.reclaim.get() else {
-            return Vec::new();
-        };
-        let Ok(mut rx) = rx.try_lock() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        while let Ok(f) = rx.try_recv() {
-            out.push(f);
-        }
-        drop(rx);
+        let out = self.tx.drain();
         // No longer accepted here, so that closing does not wait for them.
         self.shared
             .accepted

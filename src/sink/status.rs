@@ -98,8 +98,6 @@ pub(crate) struct Shared {
     pub batches: AtomicU64,
     pub send_calls: AtomicU64,
     pub reconnects: AtomicU64,
-    /// The destination's queue, for taking queued frames back (parking).
-    pub reclaim: std::sync::OnceLock<super::batch::SharedRx>,
     /// Wakes the lingering batcher once a full batch is queued (see [`super::batch`]).
     pub batch_wake: super::batch::BatchWake,
 }

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::{Counter, Gauge, Histogram};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
@@ -26,7 +25,7 @@ pub(crate) struct Ctx {
     reconnects: Counter,
     queue: Gauge,
     /// The queue's sender side, to read its depth from anywhere in the task.
-    queue_probe: mpsc::WeakSender<Frame>,
+    queue_probe: super::queue::QueueProbe,
     /// The handle asked to close.
     closing: CancellationToken,
     dropped_oversize: Counter,
@@ -37,7 +36,7 @@ impl Ctx {
     pub fn new(
         name: &str,
         shared: Arc<Shared>,
-        queue_probe: mpsc::WeakSender<Frame>,
+        queue_probe: super::queue::QueueProbe,
         closing: CancellationToken,
     ) -> Self {
         let d = || name.to_owned();
@@ -123,11 +122,7 @@ impl Ctx {
 
     /// Updates `destination_queue_events` (per batch, and while waiting to reconnect).
     pub fn update_queue(&self) {
-        let depth = self
-            .queue_probe
-            .upgrade()
-            .map_or(0, |tx| tx.max_capacity() - tx.capacity());
-        self.queue.set(depth as f64);
+        self.queue.set(self.queue_probe.len() as f64);
     }
 
     pub fn send_calls(&self, n: u64) {
@@ -258,13 +253,13 @@ mod tests {
     #[test]
     fn metrics_are_emitted_per_batch_with_the_destination_label() {
         let rec = Capture::default();
-        let (tx, _rx) = mpsc::channel::<Frame>(8);
+        let (tx, _rx) = super::super::queue::queue(8);
         let shared = Arc::new(Shared::default());
         let ctx = metrics::with_local_recorder(&rec, || {
             Ctx::new(
                 "d1",
                 Arc::clone(&shared),
-                tx.downgrade(),
+                tx.probe(),
                 CancellationToken::new(),
             )
         });
