@@ -228,21 +228,9 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ack::{NoStore, PartitionTracker};
+    use crate::sink::queue::tests::frames;
     use crate::sink::queue::QueueTx;
-    use bytes::Bytes;
     use std::sync::Arc;
-
-    fn frames(n: usize, size: usize) -> Vec<Frame> {
-        let t = PartitionTracker::new("t", 0, Arc::new(NoStore));
-        (0..n)
-            .map(|i| Frame {
-                bytes: Bytes::from(vec![b'x'; size]),
-                ack: t.dispatch(i as i64, 1).pop().unwrap(),
-                event_time_ms: None,
-            })
-            .collect()
-    }
 
     fn batcher(
         max_events: usize,

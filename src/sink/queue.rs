@@ -379,12 +379,13 @@ impl Drop for QueueRx {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ack::{NoStore, PartitionTracker};
     use bytes::Bytes;
 
-    fn frames(n: usize, size: usize) -> Vec<Frame> {
+    /// `n` frames of `size` bytes, the first byte of each telling its place (`a`, `b`, …).
+    pub(crate) fn frames(n: usize, size: usize) -> Vec<Frame> {
         let t = PartitionTracker::new("t", 0, Arc::new(NoStore));
         (0..n)
             .map(|i| Frame {
