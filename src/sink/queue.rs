@@ -231,7 +231,11 @@ impl QueueTx {
         let q = &*self.0;
         let mut s = q.lock();
         s.reserved = s.reserved.saturating_sub(reserved);
+        // Room promised and not used is free again: a sender may be waiting for it.
+        let freed = reserved > frames.len() && std::mem::take(&mut s.sender_waiting);
         if s.closed {
+            drop(s);
+            q.room.notify_waiters();
             return Err(Refused::Closed);
         }
         s.frames.extend(frames.drain(..));
@@ -239,6 +243,9 @@ impl QueueTx {
         drop(s);
         if wake {
             q.ready.notify_one();
+        }
+        if freed {
+            q.room.notify_waiters();
         }
         Ok(())
     }
@@ -524,6 +531,29 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(sent, Ok(()));
         assert_eq!(rx.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_sender_gets_room_given_back_unused() {
+        let (tx, _rx) = queue(2);
+        assert_eq!(tx.reserve(2), 2);
+        let waiter = tx.clone();
+        let sender = tokio::spawn(async move {
+            let f = frames(1, 1).pop().unwrap();
+            waiter
+                .send_timeout(f, Duration::from_secs(10))
+                .await
+                .map_err(|e| e.0)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut one = frames(1, 1);
+        tx.send_reserved(&mut one, 2).unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(5), sender)
+            .await
+            .expect("woken when the unused place was given back, not by its 10 s limit")
+            .unwrap();
+        assert_eq!(sent, Ok(()));
+        assert_eq!(tx.len(), 2);
     }
 
     #[tokio::test]
