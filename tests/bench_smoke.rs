@@ -19,7 +19,7 @@ fn harness_runs_every_kind_of_measurement() {
             "--runs",
             "1",
             "--only",
-            "baseline-tcp,product-tcp-rfc5424,product-fanout-4,product-tcp-2-replicas",
+            "baseline-tcp,product-tcp-rfc5424,product-tls-rfc5425,product-fanout-4,product-tcp-2-replicas",
             "--latency-secs",
             "1",
             "--latency-load",
@@ -46,6 +46,11 @@ fn harness_runs_every_kind_of_measurement() {
     };
     assert_eq!(received("baseline-tcp"), 2000, "{stdout}");
     assert_eq!(received("product-tcp-rfc5424"), 2000, "{stdout}");
+    assert_eq!(received("product-tls-rfc5425"), 2000, "{stdout}");
+    assert!(
+        stdout.contains("TLS RFC 5425 / minimal TCP forwarder"),
+        "{stdout}"
+    );
     // Two replicas split the partitions only when both join within the mock broker's initial
     // rebalance delay (3 s); a replica that starts later under CI load waits out incremental
     // rebalances longer than the harness waits, so only its running is checked here.

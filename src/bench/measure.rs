@@ -12,6 +12,9 @@ pub enum Transport {
     Tcp,
     /// One datagram per frame.
     Udp,
+    /// RFC 5425: octet-counted over TLS, the server's certificate issued by a CA made for the
+    /// run.
+    Tls,
 }
 
 enum Kind {
@@ -39,6 +42,9 @@ const TCP_5424: &str =
     "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{addr0}\"\n";
 const TCP_CEF: &str =
     "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"cef\"\naddress = \"{addr0}\"\n";
+const TLS_5425: &str =
+    "[[syslog]]\nname = \"d0\"\nprotocol = \"tls\"\nformat = \"rfc5425\"\naddress = \"{addr0}\"\n\
+[syslog.tls]\nca_file = \"{ca_file}\"\nserver_name = \"127.0.0.1\"\n";
 const UDP_5424: &str = "[[syslog]]\nname = \"d0\"\nprotocol = \"udp\"\nformat = \"rfc5424\"\nmax_message_bytes = 8192\naddress = \"{addr0}\"\n";
 const FANOUT_4: &str = "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = \"rfc5424\"\naddress = \"{addr0}\"\n\
 [[syslog]]\nname = \"d1\"\nprotocol = \"tcp\"\nformat = \"rfc3164\"\naddress = \"{addr1}\"\n\
@@ -48,7 +54,7 @@ const FANOUT_4: &str = "[[syslog]]\nname = \"d0\"\nprotocol = \"tcp\"\nformat = 
 impl Scenario {
     /// Every scenario, in table order.
     pub fn all() -> Vec<Scenario> {
-        use Transport::{Tcp, Udp};
+        use Transport::{Tcp, Tls, Udp};
         let all = vec![
             Scenario {
                 name: "baseline-tcp",
@@ -64,6 +70,11 @@ impl Scenario {
                 name: "product-tcp-cef",
                 kind: Kind::Product(TCP_CEF),
                 receivers: &[Tcp],
+            },
+            Scenario {
+                name: "product-tls-rfc5425",
+                kind: Kind::Product(TLS_5425),
+                receivers: &[Tls],
             },
             Scenario {
                 name: "product-fanout-4",
@@ -126,6 +137,9 @@ impl Sample {
     }
 }
 
+/// The CA of a TLS receiver, in the run's directory.
+const CA_FILE: &str = "receiver-ca.pem";
+
 /// Runs one scenario once.
 ///
 /// # Errors
@@ -137,14 +151,19 @@ pub async fn one(
     group: &str,
     n: u64,
 ) -> anyhow::Result<Sample> {
+    let dir = tempfile_dir()?;
     let mut receivers = Vec::new();
     for t in s.receivers {
         receivers.push(match t {
             Transport::Tcp => Receiver::tcp(Split::OctetCounting).await?,
             Transport::Udp => Receiver::udp().await?,
+            Transport::Tls => {
+                let (ca_pem, server) = crate::receiver::loopback_tls()?;
+                std::fs::write(dir.join(CA_FILE), ca_pem)?;
+                Receiver::tls(Split::OctetCounting, server).await?
+            }
         });
     }
-    let dir = tempfile_dir()?;
     let mut children = spawn(s, brokers, topic, group, &receivers, &dir)?;
     let cpu = |children: &[Child]| children.iter().map(|c| cpu_ticks(c.id())).sum::<u64>();
     let expected = n as usize * receivers.len();
@@ -212,7 +231,7 @@ fn spawn(
     dir: &std::path::Path,
 ) -> anyhow::Result<Vec<Child>> {
     let product = |dests: &str, replica: usize| -> anyhow::Result<Child> {
-        let mut dests = dests.to_owned();
+        let mut dests = dests.replace("{ca_file}", &dir.join(CA_FILE).display().to_string());
         for (i, r) in receivers.iter().enumerate() {
             dests = dests.replace(&format!("{{addr{i}}}"), &r.addr().to_string());
         }

@@ -303,6 +303,16 @@ fn print_table(results: &[(&'static str, Vec<Sample>)], bytes: u64, n: u64) {
         "UDP RFC 5424 / minimal forwarder (≥ 0.9)",
     );
     ratio(
+        "product-tls-rfc5425",
+        "baseline-tcp",
+        "TLS RFC 5425 / minimal TCP forwarder",
+    );
+    ratio(
+        "product-tls-rfc5425",
+        "product-tcp-rfc5424",
+        "TLS RFC 5425 / TCP RFC 5424 (product)",
+    );
+    ratio(
         "product-tcp-rfc5424",
         "rsyslog-tcp-rfc5424",
         "TCP RFC 5424 / rsyslog imkafka→omfwd (≥ 2)",

@@ -35,6 +35,7 @@ pub fn spawn(
     let protocol = match transport {
         Transport::Tcp => "protocol=\"tcp\" TCP_Framing=\"octet-counted\"",
         Transport::Udp => "protocol=\"udp\"",
+        Transport::Tls => anyhow::bail!("the rsyslog comparison is over TCP or UDP only"),
     };
     let text = format!(
         "global(workDirectory=\"{dir}\" maxMessageSize=\"64k\")\n\
