@@ -148,14 +148,12 @@ impl Batcher {
                 Took::Finished => return Next::Finished,
                 Took::Empty => {}
             }
-            if self.closing.is_cancelled() {
-                self.rx.wait().await;
-            } else {
-                tokio::select! {
-                    biased;
-                    () = self.closing.cancelled() => {}
-                    () = self.rx.wait() => {}
-                }
+            // Once closing, the queue is closed above and `take` never finds it empty but
+            // open: this wait is for frames, the close, or the handle starting to close.
+            tokio::select! {
+                biased;
+                () = self.closing.cancelled() => {}
+                () = self.rx.wait() => {}
             }
         }
     }
