@@ -513,23 +513,33 @@ pub(crate) mod tests {
         assert_eq!(burst.len(), 1, "the frames come back");
     }
 
-    #[tokio::test]
-    async fn a_waiting_sender_gets_room_when_the_writer_takes() {
-        let (tx, mut rx) = queue(1);
-        tx.try_send(frames(1, 1).pop().unwrap()).unwrap();
-        let sender = tokio::spawn(async move {
+    /// A task sending one frame to a full queue, waiting up to 10 s for room.
+    fn waiting_sender(tx: QueueTx) -> tokio::task::JoinHandle<Result<(), Refused>> {
+        tokio::spawn(async move {
             let f = frames(1, 1).pop().unwrap();
             tx.send_timeout(f, Duration::from_secs(10))
                 .await
                 .map_err(|e| e.0)
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(take_all(&mut rx).0, Took::Some);
+        })
+    }
+
+    /// The waiting sender's frame was queued within 5 s (`why` says what should have woken it).
+    async fn sent_soon(sender: tokio::task::JoinHandle<Result<(), Refused>>, why: &str) {
         let sent = tokio::time::timeout(Duration::from_secs(5), sender)
             .await
-            .expect("woken by the take, not by its 10 s limit")
+            .expect(why)
             .unwrap();
         assert_eq!(sent, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_sender_gets_room_when_the_writer_takes() {
+        let (tx, mut rx) = queue(1);
+        tx.try_send(frames(1, 1).pop().unwrap()).unwrap();
+        let sender = waiting_sender(tx);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(take_all(&mut rx).0, Took::Some);
+        sent_soon(sender, "woken by the take, not by its 10 s limit").await;
         assert_eq!(rx.len(), 1);
     }
 
@@ -537,22 +547,15 @@ pub(crate) mod tests {
     async fn a_waiting_sender_gets_room_given_back_unused() {
         let (tx, _rx) = queue(2);
         assert_eq!(tx.reserve(2), 2);
-        let waiter = tx.clone();
-        let sender = tokio::spawn(async move {
-            let f = frames(1, 1).pop().unwrap();
-            waiter
-                .send_timeout(f, Duration::from_secs(10))
-                .await
-                .map_err(|e| e.0)
-        });
+        let sender = waiting_sender(tx.clone());
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut one = frames(1, 1);
         tx.send_reserved(&mut one, 2).unwrap();
-        let sent = tokio::time::timeout(Duration::from_secs(5), sender)
-            .await
-            .expect("woken when the unused place was given back, not by its 10 s limit")
-            .unwrap();
-        assert_eq!(sent, Ok(()));
+        sent_soon(
+            sender,
+            "woken when the unused place was given back, not by its 10 s limit",
+        )
+        .await;
         assert_eq!(tx.len(), 2);
     }
 
