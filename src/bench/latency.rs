@@ -2,14 +2,12 @@
 //! its measured maximum, per performance.md), and `end_to_end_seconds` (Kafka timestamp to
 //! socket write, the oldest event of each batch) is read from its `/metrics`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::ClientConfig;
-
+use super::live::produce_live;
 use super::measure::{http_get, machine_ticks, ready_product, stop};
 
 use crate::receiver::{Receiver, Split};
-use crate::sample;
 
 /// What one latency run saw.
 #[derive(Debug, Clone, Default)]
@@ -94,105 +92,6 @@ pub async fn at_rate(
 
 /// The start of a latency run left out of [`Latency::steady_ms`].
 pub const WARM_UP: Duration = Duration::from_secs(1);
-
-/// What [`produce_live`] did.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Live {
-    /// Events produced (every one acknowledged by the broker).
-    pub produced: u64,
-    /// Events produced per second (achieved).
-    pub rate: f64,
-    /// From the `send` call (the Kafka timestamp) to the broker's acknowledgement, in ms: p50
-    /// and p99. The forwarder cannot see an event before the broker has it, so this part of
-    /// the end-to-end latency happens before the forwarder.
-    pub ack_p50_ms: f64,
-    /// 99th percentile of the same.
-    pub ack_p99_ms: f64,
-}
-
-/// Records, in its delivery callback (librdkafka's poll thread), how long each record took
-/// from `send` to the broker's acknowledgement.
-#[derive(Default)]
-struct AckTimes {
-    ms: std::sync::Mutex<Vec<f32>>,
-    failed: std::sync::atomic::AtomicU64,
-}
-
-impl rdkafka::ClientContext for AckTimes {}
-
-impl rdkafka::producer::ProducerContext for AckTimes {
-    type DeliveryOpaque = Box<Instant>;
-
-    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, sent: Box<Instant>) {
-        if result.is_err() {
-            self.failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return;
-        }
-        let ms = sent.elapsed().as_secs_f32() * 1000.0;
-        self.ms.lock().unwrap_or_else(|p| p.into_inner()).push(ms);
-    }
-}
-
-/// Produces sample events to `topic` at `rate` events/s for `secs` seconds and waits until the
-/// broker has acknowledged every one.
-///
-/// # Errors
-/// When the producer cannot be created, refuses a record, or a record is not delivered.
-pub(super) async fn produce_live(
-    brokers: &str,
-    topic: &str,
-    rate: u64,
-    secs: u64,
-) -> anyhow::Result<Live> {
-    use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
-    let producer: ThreadedProducer<AckTimes> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "2000000")
-        .create_with_context(AckTimes::default())?;
-    let payloads: Vec<Vec<u8>> = (0..240u64).map(sample::harness_event).collect();
-    // 100 ticks a second, each producing its share; a tick that runs late catches up.
-    let start = Instant::now();
-    let total = rate * secs;
-    let mut produced = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    while produced < total {
-        tick.tick().await;
-        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-        while produced < due.min(total) {
-            let payload = &payloads[(produced % payloads.len() as u64) as usize];
-            let key = produced.to_le_bytes();
-            let rec = BaseRecord::with_opaque_to(topic, Box::new(Instant::now()))
-                .payload(payload)
-                .key(&key[..]);
-            if let Err((e, _)) = producer.send(rec) {
-                anyhow::bail!("producing: {e}");
-            }
-            produced += 1;
-        }
-    }
-    let rate = produced as f64 / start.elapsed().as_secs_f64();
-    let (flushed, producer) =
-        tokio::task::spawn_blocking(move || (producer.flush(Duration::from_secs(60)), producer))
-            .await?;
-    flushed?;
-    let ctx = producer.context();
-    let failed = ctx.failed.load(std::sync::atomic::Ordering::Relaxed);
-    anyhow::ensure!(failed == 0, "{failed} records were not delivered");
-    let mut ms = std::mem::take(&mut *ctx.ms.lock().unwrap_or_else(|p| p.into_inner()));
-    ms.sort_by(f32::total_cmp);
-    let at = |q: f64| {
-        let i = ((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len().max(1)) - 1;
-        ms.get(i).map_or(f64::NAN, |&v| f64::from(v))
-    };
-    Ok(Live {
-        produced,
-        rate,
-        ack_p50_ms: at(0.5),
-        ack_p99_ms: at(0.99),
-    })
-}
 
 /// The cumulative buckets of `end_to_end_seconds` summed over destinations: (upper bound in
 /// seconds, count), in order.

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::latency::produce_live;
+use super::live::produce_live;
 use super::measure::{http_get, ready_product, rss_mb, stop};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -15,6 +15,7 @@
 
 pub mod baseline;
 mod latency;
+mod live;
 pub(crate) mod measure;
 mod memory;
 mod rsyslog;
