@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Notify;
@@ -25,20 +27,54 @@ pub enum Split {
 #[derive(Default)]
 struct Shared {
     frames: Mutex<Vec<Bytes>>,
-    connections: std::sync::atomic::AtomicUsize,
+    /// Frames arrived so far, kept or only counted.
+    count: AtomicUsize,
+    connections: AtomicUsize,
     arrived: Notify,
     /// Set by [`Receiver::unpace`], cleared by [`Receiver::pace`]: a paced receiver reads at
     /// full speed while it is set.
-    unpaced: std::sync::atomic::AtomicBool,
+    unpaced: AtomicBool,
+    /// Set by [`Receiver::counting`]: frames are counted, not kept.
+    counting: AtomicBool,
 }
 
 impl Shared {
-    fn push(&self, frame: Bytes) {
-        self.frames
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(frame);
-        self.arrived.notify_waiters();
+    /// Takes every whole frame off the front of `buf`: kept, or only counted.
+    fn take_frames(&self, buf: &mut BytesMut, split: Split) {
+        let mut n = 0;
+        if self.counting.load(Ordering::Relaxed) {
+            while let Some(end) = frame_end(buf, split) {
+                buf.advance(end);
+                n += 1;
+            }
+        } else {
+            let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(end) = frame_end(buf, split) {
+                frames.push(buf.split_to(end).freeze());
+                n += 1;
+            }
+        }
+        self.arrived_n(n);
+    }
+
+    /// One datagram: one frame.
+    fn take_datagram(&self, datagram: &[u8]) {
+        if !self.counting.load(Ordering::Relaxed) {
+            self.frames
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Bytes::copy_from_slice(datagram));
+        }
+        self.arrived_n(1);
+    }
+
+    /// Counted after the frames are kept, so that [`Receiver::frames`] never holds fewer than
+    /// [`Receiver::count`] said.
+    fn arrived_n(&self, n: usize) {
+        if n > 0 {
+            self.count.fetch_add(n, Ordering::Relaxed);
+            self.arrived.notify_waiters();
+        }
     }
 }
 
@@ -75,7 +111,7 @@ impl Receiver {
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             while let Ok(n) = sock.recv(&mut buf).await {
-                s.push(Bytes::copy_from_slice(&buf[..n]));
+                s.take_datagram(&buf[..n]);
             }
         });
         Ok(Receiver { addr, shared, task })
@@ -144,8 +180,7 @@ impl Receiver {
             // connection too (a SIEM that went away, for the delivery tests).
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                s.connections
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                s.connections.fetch_add(1, Ordering::Relaxed);
                 while conns.try_join_next().is_some() {}
                 let s = Arc::clone(&s);
                 match tls.clone() {
@@ -169,7 +204,16 @@ impl Receiver {
         self.addr
     }
 
-    /// Every frame so far, in arrival order.
+    /// From now on frames are only counted, not kept (the load harness: keeping millions of
+    /// frames would cost the machine it shares with what it measures). [`Receiver::frames`]
+    /// then holds only what arrived before.
+    #[must_use]
+    pub fn counting(self) -> Self {
+        self.shared.counting.store(true, Ordering::Relaxed);
+        self
+    }
+
+    /// Every frame kept so far, in arrival order.
     pub fn frames(&self) -> Vec<Bytes> {
         self.shared
             .frames
@@ -180,33 +224,23 @@ impl Receiver {
 
     /// How many frames so far.
     pub fn count(&self) -> usize {
-        self.shared
-            .frames
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.shared.count.load(Ordering::Relaxed)
     }
 
     /// A paced receiver reads at full speed from now on (the SIEM recovered).
     pub fn unpace(&self) {
-        self.shared
-            .unpaced
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.unpaced.store(true, Ordering::Relaxed);
     }
 
     /// A receiver made with [`Receiver::tcp_paced`] reads at its pace again (the SIEM slowed
     /// down again); no effect on one made without a pace.
     pub fn pace(&self) {
-        self.shared
-            .unpaced
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.shared.unpaced.store(false, Ordering::Relaxed);
     }
 
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.shared
-            .connections
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// Waits until at least `n` frames arrived or `timeout` passed; returns the count.
@@ -287,18 +321,18 @@ async fn read_stream<S: AsyncRead + Unpin>(
     pace: Option<(usize, Duration)>,
     shared: Arc<Shared>,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; pace.map_or(64 * 1024, |(c, _)| c)];
+    // A paced receiver reads at most its chunk at a time; reads go straight into `buf`.
+    let most = pace.map_or(64 * 1024, |(c, _)| c);
+    let mut buf = BytesMut::with_capacity(most);
     loop {
-        while let Some(frame) = next_frame(&mut buf, split) {
-            shared.push(frame);
-        }
-        match stream.read(&mut chunk).await {
+        shared.take_frames(&mut buf, split);
+        buf.reserve(most);
+        match (&mut stream).take(most as u64).read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
         }
         if let Some((_, pause)) = pace {
-            if !shared.unpaced.load(std::sync::atomic::Ordering::Relaxed) {
+            if !shared.unpaced.load(Ordering::Relaxed) {
                 tokio::time::sleep(pause).await;
             }
         }
@@ -307,7 +341,13 @@ async fn read_stream<S: AsyncRead + Unpin>(
 
 /// Takes one whole frame (framing included) off the front of `buf`, if there is one.
 pub fn next_frame(buf: &mut BytesMut, split: Split) -> Option<Bytes> {
-    let end = match split {
+    let end = frame_end(buf, split)?;
+    Some(buf.split_to(end).freeze())
+}
+
+/// Where the first whole frame in `buf` ends, if there is one.
+fn frame_end(buf: &[u8], split: Split) -> Option<usize> {
+    Some(match split {
         Split::OctetCounting => {
             let sp = buf.iter().position(|&b| b == b' ')?;
             let len: usize = std::str::from_utf8(&buf[..sp]).ok()?.parse().ok()?;
@@ -316,8 +356,7 @@ pub fn next_frame(buf: &mut BytesMut, split: Split) -> Option<Bytes> {
         }
         Split::Byte(d) => buf.iter().position(|&b| b == d)? + 1,
         Split::CrLf => buf.windows(2).position(|w| w == b"\r\n")? + 2,
-    };
-    Some(buf.split_to(end).freeze())
+    })
 }
 
 #[cfg(test)]
@@ -350,5 +389,41 @@ mod tests {
             Some(&b"b\r\n"[..])
         );
         assert_eq!(next_frame(&mut b, Split::CrLf), None);
+    }
+
+    /// A counting receiver counts whole frames, also one split across writes, and keeps none;
+    /// one that keeps frames has each, exactly as sent.
+    #[tokio::test]
+    async fn counts_or_keeps_whole_frames() {
+        use tokio::io::AsyncWriteExt;
+        for counting in [true, false] {
+            let mut rx = Receiver::tcp(Split::OctetCounting).await.expect("bind");
+            if counting {
+                rx = rx.counting();
+            }
+            let mut peer = tokio::net::TcpStream::connect(rx.addr()).await.expect("connect");
+            peer.write_all(b"5 hello3 ab").await.expect("write");
+            assert_eq!(rx.wait_for(1, Duration::from_secs(5)).await, 1);
+            peer.write_all(b"c2 x").await.expect("write");
+            peer.write_all(b"y").await.expect("write");
+            assert_eq!(rx.wait_for(3, Duration::from_secs(5)).await, 3);
+            let want: Vec<&[u8]> = if counting {
+                vec![]
+            } else {
+                vec![b"5 hello", b"3 abc", b"2 xy"]
+            };
+            assert_eq!(rx.frames(), want, "counting: {counting}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_counting_udp_receiver_counts_each_datagram() {
+        let rx = Receiver::udp().await.expect("bind").counting();
+        let peer = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        for d in [&b"one"[..], b"two", b"three"] {
+            peer.send_to(d, rx.addr()).await.expect("send");
+        }
+        assert_eq!(rx.wait_for(3, Duration::from_secs(5)).await, 3);
+        assert!(rx.frames().is_empty());
     }
 }

@@ -45,7 +45,7 @@ pub async fn at_rate(
     rate: u64,
     secs: u64,
 ) -> anyhow::Result<Latency> {
-    let rx = Receiver::tcp(Split::OctetCounting).await?;
+    let rx = Receiver::tcp(Split::OctetCounting).await?.counting();
     let (mut child, admin, dir) =
         ready_product(rx.addr(), brokers, topic, group, "latency", true).await?;
     let (busy0, total0) = machine_ticks();

@@ -78,7 +78,9 @@ pub async fn slow_receiver(
     let read_rate = (input_rate as f64 * 0.01).max(10.0);
     let chunk = 16 * 1024;
     let pause = Duration::from_secs_f64(chunk as f64 / (read_rate * FRAME_BYTES));
-    let rx = Receiver::tcp_paced(Split::OctetCounting, chunk, pause).await?;
+    let rx = Receiver::tcp_paced(Split::OctetCounting, chunk, pause)
+        .await?
+        .counting();
     let (mut child, admin, dir) =
         ready_product(rx.addr(), brokers, topic, group, "memory", false).await?;
     let pid = child.id();
