@@ -401,7 +401,9 @@ mod tests {
             if counting {
                 rx = rx.counting();
             }
-            let mut peer = tokio::net::TcpStream::connect(rx.addr()).await.expect("connect");
+            let mut peer = tokio::net::TcpStream::connect(rx.addr())
+                .await
+                .expect("connect");
             peer.write_all(b"5 hello3 ab").await.expect("write");
             assert_eq!(rx.wait_for(1, Duration::from_secs(5)).await, 1);
             peer.write_all(b"c2 x").await.expect("write");
