@@ -167,3 +167,41 @@ fn lookup_and_render_allocate_nothing_when_warm() {
         assert_eq!(n, 0, "{settings}");
     }
 }
+
+/// Renderers that share an event's TEXT body write the controls only where their destination
+/// wants them: the body with controls is not copied into one without, nor the other way.
+#[test]
+fn a_shared_text_body_keeps_each_destinations_controls() {
+    use plura_forwarder::render::SharedText;
+    let c = compliance();
+    let ev = event(WEB);
+    let controls = c.lookup(&ev);
+    assert!(controls.is_some(), "the event maps to controls");
+    let ctx = RenderContext { now_us: NOW_US };
+    let settings = [
+        "format = \"rfc3164\"\ninclude_compliance = true",
+        "format = \"rfc5424\"",
+        "format = \"rfc5424\"\ninclude_compliance = true",
+        // With an SD the controls go to their own element: the body is the one without.
+        "format = \"rfc5424\"\nsd_id = \"plura@32473\"\ninclude_compliance = true",
+        "format = \"rfc3164\"",
+    ];
+    let renderers: Vec<Renderer> = settings.iter().map(|s| renderer(s)).collect();
+    assert!(renderers[1].shares_text_with(&renderers[3]));
+    assert!(!renderers[0].shares_text_with(&renderers[1]));
+    let mut shared = SharedText::default();
+    let (mut copied, mut alone) = (BytesMut::new(), BytesMut::new());
+    for (r, s) in renderers.iter().zip(settings) {
+        copied.clear();
+        alone.clear();
+        r.render_sharing(&ev, &ctx, controls, Some(&mut shared), &mut copied);
+        r.render_with(&ev, &ctx, controls, &mut alone);
+        assert_eq!(copied, alone, "{s}");
+        let with = String::from_utf8_lossy(&alone).contains("| compliance=");
+        assert_eq!(
+            with,
+            s.contains("include_compliance") && !s.contains("sd_id"),
+            "{s}"
+        );
+    }
+}

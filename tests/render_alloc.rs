@@ -77,3 +77,33 @@ fn warm_render_allocates_nothing() {
         assert_no_allocation_when_warm(name, &renderer(src));
     }
 }
+
+/// A fan-out that shares the TEXT body (RFC 5424, RFC 3164 and CEF of one event) allocates
+/// nothing once warm either: the kept body reuses its buffer.
+#[test]
+fn warm_shared_text_renders_allocate_nothing() {
+    use plura_forwarder::render::SharedText;
+    let renderers = [
+        renderer("format = \"rfc5424\"\ninclude_raw_log = true"),
+        renderer("format = \"rfc3164\"\ninclude_raw_log = true"),
+        renderer("format = \"cef\"\ninclude_raw_log = true"),
+    ];
+    assert!(renderers[0].shares_text_with(&renderers[1]));
+    let ev = decode(WEB, None, &DecodeOptions::default()).unwrap();
+    let mut shared = SharedText::default();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut fan_out = |i: i64| {
+        shared.clear();
+        for r in &renderers {
+            buf.clear();
+            let ctx = RenderContext {
+                now_us: NOW_US + i * 1000,
+            };
+            let out = r.render_sharing(&ev, &ctx, None, Some(&mut shared), &mut buf);
+            assert_eq!(out, Rendered::Ok);
+        }
+    };
+    (0..16).for_each(&mut fan_out);
+    let n = allocations(|| (0..10_000).for_each(&mut fan_out));
+    assert_eq!(n, 0, "{n} allocations in 10,000 warm fan-outs");
+}

@@ -24,7 +24,7 @@ use metrics::Counter;
 use crate::ack::{Ack, PartitionTracker};
 use crate::event::DecodeOptions;
 use crate::metrics as m;
-use crate::render::{RenderContext, Rendered, Renderer};
+use crate::render::{RenderContext, Rendered, Renderer, SharedText};
 use crate::route::{Decision, Router};
 use crate::sink::{Frame, SendRefused, SinkHandle, SinkSender};
 use crate::throttle::Throttle;
@@ -149,6 +149,9 @@ pub struct Pipeline {
     // Reused per event so that the steady state allocates nothing here.
     decisions: Vec<Decision>,
     frames: Vec<Option<(Rendered, Bytes)>>,
+    /// The event's TEXT body, when two renderers write the same one (a fan-out to RFC 3164
+    /// and RFC 5424 destinations): written once per event, copied by the other.
+    text: Option<SharedText>,
     acks: Vec<Ack>,
     buf: BytesMut,
     throttle: Throttle,
@@ -259,8 +262,13 @@ impl Pipeline {
             });
         }
         let n = dests.len();
+        let shared_text = renderers
+            .iter()
+            .enumerate()
+            .any(|(i, a)| renderers[i + 1..].iter().any(|b| a.shares_text_with(b)));
         Pipeline {
             router,
+            text: shared_text.then(SharedText::default),
             frames: vec![None; renderers.len()],
             renderers,
             destinations: dests,
@@ -435,6 +443,9 @@ impl Pipeline {
             tickets.offer(event, at, &pairs);
         }
         self.frames.iter_mut().for_each(|f| *f = None);
+        if let Some(text) = &mut self.text {
+            text.clear();
+        }
         for (i, decision) in self.decisions.iter().enumerate() {
             let dest = &self.destinations[i];
             match decision {
@@ -452,10 +463,11 @@ impl Pipeline {
                     if self.buf.capacity() < 16 * 1024 {
                         self.buf.reserve(64 * 1024);
                     }
-                    let outcome = self.renderers[dest.renderer].render_with(
+                    let outcome = self.renderers[dest.renderer].render_sharing(
                         event,
                         &ctx,
                         controls,
+                        self.text.as_mut(),
                         &mut self.buf,
                     );
                     (outcome, self.buf.split().freeze())

@@ -45,6 +45,8 @@ use layout::Layout;
 pub use settings::RenderSettings;
 use settings::{Bom, CefHeader, Format, Newline, OnOversize};
 use syslog::Headers;
+pub use text::SharedText;
+use text::TextKey;
 use time::{Civil, Zone};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -122,12 +124,26 @@ impl Renderer {
         compliance: Option<&Controls>,
         dst: &mut BytesMut,
     ) -> Rendered {
+        self.render_sharing(ev, ctx, compliance, None, dst)
+    }
+
+    /// As [`Renderer::render_with`]; with `shared`, a TEXT body that another renderer already
+    /// wrote for this event is copied instead of written again ([`Renderer::shares_text_with`]).
+    /// Clear `shared` before each event.
+    pub fn render_sharing(
+        &self,
+        ev: &Event<'_>,
+        ctx: &RenderContext,
+        compliance: Option<&Controls>,
+        shared: Option<&mut SharedText>,
+        dst: &mut BytesMut,
+    ) -> Rendered {
         let cmp = compliance.filter(|c| self.s.include_compliance && !c.is_empty());
         let frame_start = dst.len();
         let msg_start = framing::begin(dst, self.s.framing);
         let layout = Layout::of(ev.log_type, ev.category);
         let now = self.zone.civil(ctx.now_us);
-        let outcome = self.message(ev, cmp, layout, &now, dst, msg_start);
+        let outcome = self.message(ev, cmp, layout, &now, shared, dst, msg_start);
         if outcome == Rendered::Oversize {
             dst.truncate(frame_start);
         } else {
@@ -137,17 +153,19 @@ impl Renderer {
     }
 
     /// Writes the SYSLOG-MSG at `msg_start` and applies `max_message_bytes` (§1.9).
+    #[allow(clippy::too_many_arguments)]
     fn message(
         &self,
         ev: &Event<'_>,
         cmp: Option<&Controls>,
         layout: Layout,
         now: &Civil,
+        mut shared: Option<&mut SharedText>,
         dst: &mut BytesMut,
         msg_start: usize,
     ) -> Rendered {
         let max = self.s.max_message_bytes;
-        let mut body = self.write(ev, cmp, layout, now, dst, true);
+        let mut body = self.write(ev, cmp, layout, now, shared.as_deref_mut(), dst, true);
         if dst.len() - msg_start <= max {
             return Rendered::Ok;
         }
@@ -157,7 +175,7 @@ impl Renderer {
         // RFC 5424: only MSG is cut; when HEADER + SD + BOM alone exceed the limit, SD goes first.
         if body - msg_start > max && self.s.sd_id.is_some() && self.has_5424_header() {
             dst.truncate(msg_start);
-            body = self.write(ev, cmp, layout, now, dst, false);
+            body = self.write(ev, cmp, layout, now, shared, dst, false);
         }
         let mut end = msg_start + limit::utf8_floor(&dst[msg_start..], max);
         if self.s.format == Format::Cef {
@@ -165,6 +183,28 @@ impl Renderer {
         }
         dst.truncate(end);
         Rendered::Truncated
+    }
+
+    /// Whether two renderers write the same TEXT body for every event (CEF writes none).
+    pub fn shares_text_with(&self, other: &Renderer) -> bool {
+        let text = |r: &Renderer| r.s.format != Format::Cef;
+        text(self)
+            && text(other)
+            && self.text_key(self.text_compliance()) == other.text_key(other.text_compliance())
+    }
+
+    /// Whether an event's controls go into the TEXT body: with an RFC 5424 SD they travel
+    /// in their own SD element instead.
+    fn text_compliance(&self) -> bool {
+        self.s.include_compliance && (self.s.sd_id.is_none() || self.s.format == Format::Rfc3164)
+    }
+
+    fn text_key(&self, compliance: bool) -> TextKey {
+        TextKey {
+            newline: self.s.newline,
+            raw_log: self.s.include_raw_log,
+            compliance,
+        }
     }
 
     fn has_5424_header(&self) -> bool {
@@ -176,30 +216,42 @@ impl Renderer {
     }
 
     /// Writes the whole SYSLOG-MSG; returns where the payload (after any BOM) starts.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         ev: &Event<'_>,
         cmp: Option<&Controls>,
         layout: Layout,
         now: &Civil,
+        shared: Option<&mut SharedText>,
         dst: &mut BytesMut,
         with_sd: bool,
     ) -> usize {
         let s = &self.s;
-        // With an RFC 5424 SD the controls travel in their own SD element instead.
-        let text_cmp = cmp
-            .filter(|_| s.sd_id.is_none() || s.format == Format::Rfc3164)
-            .map(Controls::as_str);
+        let text_cmp = cmp.filter(|_| self.text_compliance()).map(Controls::as_str);
+        // Returns whether the body is all ASCII when that is known without a look.
         let text = |dst: &mut BytesMut| {
-            text::put_text(dst, ev, layout, s.newline, s.include_raw_log, text_cmp);
+            let write = |dst: &mut BytesMut| {
+                text::put_text(dst, ev, layout, s.newline, s.include_raw_log, text_cmp);
+            };
+            match shared {
+                Some(shared) => Some(shared.put(self.text_key(text_cmp.is_some()), dst, write)),
+                None => {
+                    write(dst);
+                    None
+                }
+            }
         };
         let cef_cmp = cmp.map(Controls::as_str);
-        let cef = |dst: &mut BytesMut| cef::put_cef(dst, ev, layout, self.cef, &self.zone, cef_cmp);
+        let cef = |dst: &mut BytesMut| {
+            cef::put_cef(dst, ev, layout, self.cef, &self.zone, cef_cmp);
+            None
+        };
         match (s.format, s.cef_header) {
             (Format::Rfc3164, _) => {
                 self.headers.put_3164(dst, now);
                 let body = dst.len();
-                text(dst);
+                let _ = text(dst);
                 body
             }
             (Format::Rfc5424 | Format::Rfc5425, _) => {
@@ -209,7 +261,7 @@ impl Renderer {
             (Format::Cef, CefHeader::Rfc3164) => {
                 self.headers.put_3164(dst, now);
                 let body = dst.len();
-                cef(dst);
+                let _ = cef(dst);
                 body
             }
             (Format::Cef, CefHeader::Rfc5424) => {
@@ -218,7 +270,7 @@ impl Renderer {
             }
             (Format::Cef, CefHeader::None) => {
                 let body = dst.len();
-                cef(dst);
+                let _ = cef(dst);
                 body
             }
         }
@@ -252,26 +304,27 @@ impl Renderer {
 
     /// Writes the RFC 5424 MSG through `f`, preceded by the BOM per `bom` (§1.3); returns
     /// where MSG starts after the BOM. `auto` writes the BOM first and takes it out again
-    /// for a pure-ASCII MSG, since most PLURA text is Korean.
-    fn with_bom(&self, dst: &mut BytesMut, f: impl FnOnce(&mut BytesMut)) -> usize {
+    /// for a pure-ASCII MSG, since most PLURA text is Korean; `f` says whether MSG is ASCII
+    /// when it knows.
+    fn with_bom(&self, dst: &mut BytesMut, f: impl FnOnce(&mut BytesMut) -> Option<bool>) -> usize {
         match self.s.bom {
             Bom::Never => {
                 let body = dst.len();
-                f(dst);
+                let _ = f(dst);
                 body
             }
             Bom::Always => {
                 dst.put_slice(BOM);
                 let body = dst.len();
-                f(dst);
+                let _ = f(dst);
                 body
             }
             Bom::Auto => {
                 let at = dst.len();
                 dst.put_slice(BOM);
                 let body = dst.len();
-                f(dst);
-                if dst[body..].is_ascii() {
+                let ascii = f(dst);
+                if ascii.unwrap_or_else(|| dst[body..].is_ascii()) {
                     let end = dst.len();
                     dst.copy_within(body..end, at);
                     dst.truncate(end - BOM.len());

@@ -215,3 +215,48 @@ fn renderer_is_shareable_across_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Renderer>();
 }
+
+/// Renderers that share the event's TEXT body through a [`SharedText`](super::SharedText)
+/// write exactly what each writes alone: every sample event, in a fan-out order where the
+/// body is kept by one format and copied by others (BOM auto on a copied body, the SD
+/// fallback of a truncated RFC 5424 message, a differing newline in between).
+#[test]
+fn a_shared_text_body_renders_the_same_bytes() {
+    let settings = [
+        "format = \"rfc3164\"\nprotocol = \"tcp\"",
+        "sd_id = \"p@32473\"\nmsgid = \"category\"",
+        "format = \"rfc3164\"\nnewline = \"space\"",
+        "protocol = \"tcp\"\nframing = \"octet-counting\"",
+        "format = \"cef\"",
+        "bom = \"always\"",
+        "sd_id = \"p@32473\"\ntz = \"Z\"\nmax_message_bytes = 480",
+        "include_raw_log = true",
+        "format = \"rfc3164\"\ninclude_raw_log = true\nmax_message_bytes = 480",
+    ];
+    let renderers: Vec<Renderer> = settings.iter().map(|s| renderer(s, Some("h"))).collect();
+    assert!(renderers[0].shares_text_with(&renderers[1]));
+    assert!(renderers[0].shares_text_with(&renderers[3]));
+    assert!(!renderers[0].shares_text_with(&renderers[2]), "newline");
+    assert!(!renderers[0].shares_text_with(&renderers[4]), "CEF");
+    assert!(!renderers[0].shares_text_with(&renderers[7]), "raw log");
+    assert!(renderers[7].shares_text_with(&renderers[8]));
+    let ctx = RenderContext { now_us: NOW_US };
+    let mut shared = super::SharedText::default();
+    let (mut copied, mut alone) = (BytesMut::new(), BytesMut::new());
+    // The samples are Korean; an ASCII one takes the BOM out under `bom = "auto"`.
+    let ascii = r#"{"logType":"detect","category":"network","serviceName":"N","eventName":"D"}"#;
+    let events = (0..240)
+        .map(crate::sample::harness_event)
+        .chain([ascii.into(), HOST.into()]);
+    for (seq, json) in events.enumerate() {
+        let ev = decode(&json, None, &DecodeOptions::default()).expect("event");
+        shared.clear();
+        for (r, s) in renderers.iter().zip(settings) {
+            copied.clear();
+            alone.clear();
+            let a = r.render_sharing(&ev, &ctx, None, Some(&mut shared), &mut copied);
+            let b = r.render(&ev, &ctx, &mut alone);
+            assert_eq!((a, &copied[..]), (b, &alone[..]), "event {seq}, {s}");
+        }
+    }
+}

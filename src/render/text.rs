@@ -62,6 +62,53 @@ pub(crate) fn usage_pair<'e>(ev: &'e Event<'_>) -> [&'e str; 3] {
     }
 }
 
+/// What makes two renderers write the same TEXT body for an event (the layout is the event's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TextKey {
+    pub newline: Newline,
+    pub raw_log: bool,
+    /// The controls are written as a last RECORD field.
+    pub compliance: bool,
+}
+
+/// The TEXT body of the event being rendered, written by the first renderer that needs it
+/// and copied by the others of the same event that write the same body: RFC 3164, RFC 5424
+/// and RFC 5425 destinations differ in their headers, not in the body.
+#[derive(Debug, Default)]
+pub struct SharedText {
+    key: Option<TextKey>,
+    body: Vec<u8>,
+    ascii: bool,
+}
+
+impl SharedText {
+    /// Forgets the body: call before rendering another event.
+    pub fn clear(&mut self) {
+        self.key = None;
+    }
+
+    /// Appends the body for `key`, written by `write` unless this event's body for `key` is
+    /// kept; returns whether it is all ASCII.
+    pub(crate) fn put(
+        &mut self,
+        key: TextKey,
+        dst: &mut BytesMut,
+        write: impl FnOnce(&mut BytesMut),
+    ) -> bool {
+        if self.key == Some(key) {
+            dst.extend_from_slice(&self.body);
+        } else {
+            let at = dst.len();
+            write(dst);
+            self.body.clear();
+            self.body.extend_from_slice(&dst[at..]);
+            self.ascii = self.body.is_ascii();
+            self.key = Some(key);
+        }
+        self.ascii
+    }
+}
+
 /// The RECORD writer: ` | ` between fields, `-` for missing ones.
 struct Record<'d> {
     dst: &'d mut BytesMut,
