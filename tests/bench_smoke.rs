@@ -60,6 +60,7 @@ fn harness_runs_every_kind_of_measurement() {
         "{stdout}"
     );
     assert!(stdout.contains("scale-out: 2 replicas / 1"), "{stdout}");
+    assert!(stdout.contains("% busy with 2 replicas"), "{stdout}");
     assert_eq!(received("product-fanout-4"), 4 * 2000, "{stdout}");
     assert!(stdout.contains("fan-out cost: 1 dest rate"), "{stdout}");
     assert!(stdout.contains("fan-out CPU: 4-dest / 1 dest"), "{stdout}");

@@ -125,14 +125,21 @@ pub struct Sample {
     pub peak_rss_mb: f64,
     /// Frames received, all destinations.
     pub received: usize,
+    /// How busy the whole machine was over the window (0–1): what a scenario that does not
+    /// scale ran into.
+    pub machine_busy: f64,
 }
 
 impl Sample {
     /// One line for progress output.
     pub fn line(&self) -> String {
         format!(
-            "{:>10.0} ev/s  {:>6.2} µs/ev  {:>5.0} MB  received {}",
-            self.events_per_s, self.cpu_us_per_event, self.peak_rss_mb, self.received
+            "{:>10.0} ev/s  {:>6.2} µs/ev  {:>5.0} MB  received {}  machine {:.0} % busy",
+            self.events_per_s,
+            self.cpu_us_per_event,
+            self.peak_rss_mb,
+            self.received,
+            self.machine_busy * 100.0
         )
     }
 }
@@ -172,23 +179,23 @@ pub async fn one(
     let total = || receivers.iter().map(Receiver::count).sum::<usize>();
 
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut first: Option<(Instant, u64, usize)> = None;
+    let mut first: Option<(Instant, u64, usize, (u64, u64))> = None;
     // The last look that saw nothing: the window's start when a small load arrives whole
     // between two looks.
-    let mut empty = (Instant::now(), cpu(&children));
-    let (mut last_count, mut last_progress) = (0, Instant::now());
+    let mut empty = (Instant::now(), cpu(&children), machine_ticks());
+    let (mut last_count, mut last_progress, mut last_ticks) = (0, Instant::now(), (0, 0));
     loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let count = total();
         let now = Instant::now();
         if count == 0 {
-            empty = (now, cpu(&children));
+            empty = (now, cpu(&children), machine_ticks());
         }
         if count > 0 && first.is_none() {
-            first = Some((now, cpu(&children), count));
+            first = Some((now, cpu(&children), count, machine_ticks()));
         }
         if count != last_count {
-            (last_count, last_progress) = (count, now);
+            (last_count, last_progress, last_ticks) = (count, now, machine_ticks());
         }
         // Generous: a replica that joined late waits out a rebalance (session timeout 6 s)
         // before it gets its partitions. The window ends at the last progress anyway.
@@ -204,13 +211,13 @@ pub async fn one(
         stop(c);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let Some((mut t0, mut cpu0, mut c0)) = first else {
+    let Some((mut t0, mut cpu0, mut c0, mut ticks0)) = first else {
         anyhow::bail!("{}: nothing arrived within two minutes", s.name);
     };
     let received = total();
     if received == c0 {
         // Everything came between two looks (a load of a few ms): from the last empty look.
-        (t0, cpu0, c0) = (empty.0, empty.1, 0);
+        (t0, cpu0, c0, ticks0) = (empty.0, empty.1, 0, empty.2);
     }
     let window = (end - t0).as_secs_f64().max(1e-3);
     let per_dest = (received - c0) as f64 / receivers.len() as f64;
@@ -221,6 +228,8 @@ pub async fn one(
         cpu_us_per_event: cpu_s * 1e6 / per_dest.max(1.0),
         peak_rss_mb: rss,
         received,
+        machine_busy: (last_ticks.0.saturating_sub(ticks0.0)) as f64
+            / (last_ticks.1.saturating_sub(ticks0.1)).max(1) as f64,
     })
 }
 

@@ -260,20 +260,21 @@ fn print_table(results: &[(&'static str, Vec<Sample>)], bytes: u64, n: u64) {
     let mean = bytes as f64 / n.max(1) as f64;
     println!();
     println!(
-        "{:<22} {:>12} {:>8} {:>10} {:>9} {:>9}",
-        "scenario", "events/s", "MB/s", "CPU µs/ev", "peak RSS", "received"
+        "{:<22} {:>12} {:>8} {:>10} {:>9} {:>13} {:>9}",
+        "scenario", "events/s", "MB/s", "CPU µs/ev", "peak RSS", "machine busy", "received"
     );
 
     for (name, samples) in results {
         let m = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
         let rate = m(|s| s.events_per_s);
         println!(
-            "{:<22} {:>12.0} {:>8.1} {:>10.2} {:>7.0}MB {:>9}",
+            "{:<22} {:>12.0} {:>8.1} {:>10.2} {:>7.0}MB {:>12.0}% {:>9}",
             name,
             rate,
             rate * mean / 1e6,
             m(|s| s.cpu_us_per_event),
             m(|s| s.peak_rss_mb),
+            m(|s| s.machine_busy) * 100.0,
             samples.iter().map(|s| s.received).min().unwrap_or(0),
         );
     }
@@ -327,10 +328,14 @@ fn print_table(results: &[(&'static str, Vec<Sample>)], bytes: u64, n: u64) {
         println!("rsyslog: not installed, not compared (apt install rsyslog rsyslog-kafka)");
     }
     if let (Some(one), Some(two)) = (rate("product-tcp-rfc5424"), rate("product-tcp-2-replicas")) {
+        // What a second replica ran into: the machine's busy share in both scenarios.
+        let busy = |name: &str| median_of(name, |s| s.machine_busy).unwrap_or(f64::NAN) * 100.0;
         println!(
-            "{:<44} {:>6.2}",
+            "{:<44} {:>6.2}  (machine {:.0} % busy with 2 replicas, {:.0} % with one)",
             "scale-out: 2 replicas / 1 (≥ 1.8; 2 cores here)",
-            two / one
+            two / one,
+            busy("product-tcp-2-replicas"),
+            busy("product-tcp-rfc5424"),
         );
     }
     if let (Some(one), Some(four)) = (rate("product-tcp-rfc5424"), rate("product-fanout-4")) {
