@@ -72,7 +72,7 @@ pub fn collect_when_idle() {
 /// Asks every thread to collect its heap (the next time it parks or, for the pipeline, at
 /// once), and collects the calling thread's heap and the shared arenas now.
 #[cfg(target_os = "linux")]
-fn ask_collect() {
+pub(crate) fn ask_collect() {
     COLLECT_EPOCH.fetch_add(1, Ordering::Relaxed);
     COLLECT_ASKED.notify_waiters();
     collect_if_asked();
@@ -99,14 +99,17 @@ thread_local! {
 /// waits in the page of the thread that allocated it until that thread looks, so only that
 /// thread can give the page back; call this where a thread goes quiet (a tokio worker
 /// parking). Costs one atomic load otherwise.
+/// Returns whether it collected.
 #[inline]
-pub fn collect_if_asked() {
+pub fn collect_if_asked() -> bool {
     let epoch = COLLECT_EPOCH.load(Ordering::Relaxed);
-    if epoch != SEEN_EPOCH.get() {
-        SEEN_EPOCH.set(epoch);
-        // SAFETY: mi_collect has no preconditions; it gives back only memory no block uses.
-        unsafe { libmimalloc_sys::mi_collect(true) };
+    if epoch == SEEN_EPOCH.get() {
+        return false;
     }
+    SEEN_EPOCH.set(epoch);
+    // SAFETY: mi_collect has no preconditions; it gives back only memory no block uses.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+    true
 }
 
 /// Elsewhere the allocator keeps its own policy.

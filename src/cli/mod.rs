@@ -128,7 +128,9 @@ where
 {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(crate::malloc::collect_if_asked)
+        .on_thread_park(|| {
+            crate::malloc::collect_if_asked();
+        })
         .build()
     {
         Ok(rt) => rt.block_on(f()),

@@ -343,7 +343,9 @@ async fn next_or_stop<S: Stream + Unpin>(
             biased;
             _ = shutdown.cancelled() => return None,
             // The process went idle: this thread's heap gives back what it holds.
-            () = crate::malloc::collect_asked() => crate::malloc::collect_if_asked(),
+            () = crate::malloc::collect_asked() => {
+                crate::malloc::collect_if_asked();
+            }
             m = &mut next => return m,
         }
     }

@@ -188,6 +188,10 @@ impl BatchConsumer {
             rd::rd_kafka_conf_set_error_cb(c, Some(on_error));
             rd::rd_kafka_conf_set_log_cb(c, Some(on_log));
             rd::rd_kafka_conf_set_opaque(c, opaque);
+            let err = super::heap_collect::install(c);
+            if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                tracing::warn!(error = ?err, "librdkafka's threads will not give back idle memory.");
+            }
             let conf = ManuallyDrop::new(conf);
             let rk = rd::rd_kafka_new(
                 rd::rd_kafka_type_t::RD_KAFKA_CONSUMER,

@@ -15,6 +15,7 @@
 pub mod batch_consumer;
 mod consumer;
 pub mod embedded;
+mod heap_collect;
 pub mod pause;
 mod producer;
 
