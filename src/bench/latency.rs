@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::live::produce_live;
-use super::measure::{http_get, machine_ticks, ready_product, stop};
+use super::measure::{busy_share, http_get, machine_ticks, ready_product, stop};
 
 use crate::receiver::{Receiver, Split};
 
@@ -48,7 +48,7 @@ pub async fn at_rate(
     let rx = Receiver::tcp(Split::OctetCounting).await?.counting();
     let (mut child, admin, dir) =
         ready_product(rx.addr(), brokers, topic, group, "latency", true).await?;
-    let (busy0, total0) = machine_ticks();
+    let ticks0 = machine_ticks();
     // The histogram as it stood after the warm-up, taken while producing goes on.
     let warm = async {
         tokio::time::sleep(WARM_UP).await;
@@ -58,8 +58,7 @@ pub async fn at_rate(
     let (live, warm) = tokio::join!(produce_live(brokers, topic, rate, secs), warm);
     let live = live?;
     let produced = live.produced;
-    let (busy1, total1) = machine_ticks();
-    let machine_busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
+    let machine_busy = busy_share(ticks0, machine_ticks());
     rx.wait_for(produced as usize, Duration::from_secs(30))
         .await;
     let metrics = http_get(admin, "/metrics").unwrap_or_default();

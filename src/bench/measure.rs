@@ -228,8 +228,7 @@ pub async fn one(
         cpu_us_per_event: cpu_s * 1e6 / per_dest.max(1.0),
         peak_rss_mb: rss,
         received,
-        machine_busy: (last_ticks.0.saturating_sub(ticks0.0)) as f64
-            / (last_ticks.1.saturating_sub(ticks0.1)).max(1) as f64,
+        machine_busy: busy_share(ticks0, last_ticks),
     })
 }
 
@@ -442,6 +441,11 @@ pub(super) fn machine_ticks() -> (u64, u64) {
     // idle + iowait
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
     (total - idle, total)
+}
+
+/// How busy the whole machine was (0–1) between two [`machine_ticks`] readings.
+pub(super) fn busy_share(from: (u64, u64), to: (u64, u64)) -> f64 {
+    to.0.saturating_sub(from.0) as f64 / to.1.saturating_sub(from.1).max(1) as f64
 }
 
 fn clock_ticks_per_s() -> f64 {
